@@ -1,0 +1,101 @@
+//! Exit codes and the one place that maps errors to them.
+//!
+//! Every step's `main` is [`run_main`]: it sets up logging, reads the configuration (exit 2 with
+//! one line naming the variable if it is unusable), runs the step on a tokio runtime and maps the
+//! outcome to an exit code through [`ExitStatus`]. The codes are part of the interface and are
+//! listed in the README.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::env::ConfigError;
+
+/// The step did what it was asked.
+pub const OK: u8 = 0;
+/// The run failed: after its retries, or some items failed while the step carried on past them.
+pub const FAILED: u8 = 1;
+/// The configuration is invalid: nothing was attempted.
+pub const CONFIG: u8 = 2;
+
+/// An error that knows which exit code it deserves.
+pub trait ExitStatus: std::error::Error {
+    /// [`FAILED`] or [`CONFIG`].
+    fn exit_code(&self) -> u8;
+}
+
+impl ExitStatus for ConfigError {
+    fn exit_code(&self) -> u8 {
+        CONFIG
+    }
+}
+
+/// Runs a step as a process: `--version`/`--help`, telemetry, configuration, runtime, exit code.
+///
+/// `load` reads the configuration from the environment; `run` does the work. Errors are logged
+/// once, each `#[source]` on its own `caused by:` line.
+pub fn run_main<C, S, E, F, Fut>(
+    name: &str,
+    version: &str,
+    usage: &str,
+    load: impl FnOnce() -> Result<C, ConfigError>,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    E: ExitStatus,
+{
+    if let Some(arg) = std::env::args().nth(1) {
+        return match arg.as_str() {
+            "--version" | "-V" => {
+                println!("{name} {version}");
+                ExitCode::SUCCESS
+            }
+            "--help" | "-h" => {
+                println!("{name} {version}\n\n{usage}");
+                ExitCode::SUCCESS
+            }
+            other => {
+                eprintln!(
+                    "{name}: unexpected argument {other:?}; configuration comes from environment variables (see --help)"
+                );
+                ExitCode::from(CONFIG)
+            }
+        };
+    }
+    crate::telemetry::init();
+    let config = match load() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(variable = %e.variable, "invalid configuration: {e}");
+            return ExitCode::from(CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(_) => ExitCode::from(OK),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs an error and each of its sources, once each.
+pub fn report(err: &dyn std::error::Error) {
+    tracing::error!("{err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        tracing::error!("caused by: {cause}");
+        source = cause.source();
+    }
+}
