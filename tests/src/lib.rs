@@ -1,1 +1,17 @@
-//! Placeholder.
+//! Real servers on loopback for the vault-backup tests and the demo.
+//!
+//! The steps talk to Vault, S3 and Kubernetes; a backup tool tested against mocks proves little
+//! about the day someone restores. So the tests start the real thing where it can be installed
+//! here: OpenBao (the Vault-compatible server, real raft and snapshot API) and SeaweedFS (S3 with
+//! signature and checksum checks), both installed by `make testbed` into `.venv`. Only the
+//! Kubernetes API is a stand-in ([`kube_standin`]), because no API server installs here.
+//!
+//! Every server listens on 127.0.0.1 on a free port, keeps its data in a temp directory and is
+//! killed when its handle drops. Its log is kept so a failing test can print it.
+
+pub mod canned;
+pub mod kube_standin;
+pub mod openbao;
+pub mod process;
+pub mod seaweed;
+pub mod venv;
