@@ -1,0 +1,194 @@
+//! The only file that speaks to the Kubernetes API: list TaskRuns page by page, delete one.
+//!
+//! TaskRuns are read as [`DynamicObject`]s of `tekton.dev/v1` rather than through a typed CRD
+//! struct: the step reads three status fields and nothing else, and an untyped object cannot fail
+//! to parse when a newer Tekton adds or changes fields the step does not read.
+
+use chrono::{DateTime, Utc};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+use serde_json::Value;
+
+use crate::policy::{Outcome, Run};
+use crate::{Error, Result};
+
+/// `tekton.dev/v1` `TaskRun`, plural `taskruns`.
+#[must_use]
+pub fn taskrun_resource() -> ApiResource {
+    ApiResource {
+        group: "tekton.dev".to_owned(),
+        version: "v1".to_owned(),
+        api_version: "tekton.dev/v1".to_owned(),
+        kind: "TaskRun".to_owned(),
+        plural: "taskruns".to_owned(),
+    }
+}
+
+/// What one list of all pages gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Every selected run, in the order the API server returned them.
+    pub runs: Vec<Run>,
+    /// How many list requests it took.
+    pub pages: usize,
+}
+
+/// How a delete ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The API server accepted the delete; with background propagation the pods follow.
+    Now,
+    /// The run was already gone (404), for example deleted by hand or by another prune.
+    AlreadyGone,
+}
+
+/// The TaskRuns of one namespace.
+#[derive(Clone)]
+pub struct TaskRuns {
+    api: Api<DynamicObject>,
+    namespace: String,
+}
+
+impl TaskRuns {
+    /// TaskRuns in `namespace`, through `client`.
+    #[must_use]
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced_with(client, namespace, &taskrun_resource()),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// Lists every TaskRun matching the label `selector`, `page_size` at a time, following
+    /// `continue` tokens until the server gives none.
+    ///
+    /// # Errors
+    /// [`Error::SelectorRejected`] if the server refuses the selector (400);
+    /// [`Error::List`] for any other failed page, or a server that hands back the token it was
+    /// given (which would loop forever).
+    pub async fn list(&self, selector: &str, page_size: u32) -> Result<Listing> {
+        let mut params = ListParams::default().labels(selector).limit(page_size);
+        let mut runs = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = self
+                .api
+                .list(&params)
+                .await
+                .map_err(|source| match source {
+                    kube::Error::Api(status) if status.code == 400 && pages == 0 => {
+                        Error::SelectorRejected {
+                            selector: selector.to_owned(),
+                            message: status.message.clone(),
+                        }
+                    }
+                    source => Error::List {
+                        namespace: self.namespace.clone(),
+                        selector: selector.to_owned(),
+                        source: Box::new(source),
+                    },
+                })?;
+            pages += 1;
+            runs.extend(page.items.iter().map(to_run));
+            match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                Some(token) if params.continue_token.as_deref() == Some(token.as_str()) => {
+                    return Err(Error::ListLoop {
+                        namespace: self.namespace.clone(),
+                        pages,
+                    });
+                }
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(Listing { runs, pages }),
+            }
+        }
+    }
+
+    /// Deletes the TaskRun `name` with background propagation, so its pod goes too.
+    ///
+    /// # Errors
+    /// The API error for anything but success or 404.
+    pub async fn delete(&self, name: &str) -> Result<Deleted, kube::Error> {
+        match self.api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(Deleted::Now),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads what the policy needs from a TaskRun; anything unreadable becomes "unknown", which the
+/// policy treats as a reason to keep the run.
+#[must_use]
+pub fn to_run(object: &DynamicObject) -> Run {
+    let status = object.data.get("status");
+    let succeeded = status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Succeeded"))
+        })
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str);
+    let outcome = match succeeded {
+        Some("True") => Outcome::Succeeded,
+        Some("False") => Outcome::Failed,
+        _ => Outcome::Running,
+    };
+    let completed = status
+        .and_then(|s| s.get("completionTime"))
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.to_utc());
+    let created = object.metadata.creation_timestamp.as_ref().and_then(|t| {
+        let nanos = u32::try_from(t.0.subsec_nanosecond()).ok()?;
+        DateTime::<Utc>::from_timestamp(t.0.as_second(), nanos)
+    });
+    Run {
+        name: object.metadata.name.clone().unwrap_or_default(),
+        created,
+        completed,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn object(status: &Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "TaskRun",
+            "metadata": {"name": "vault-backup-abc", "creationTimestamp": "2025-06-01T10:00:00Z"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[rstest]
+    #[case::succeeded(json!({"conditions": [{"type": "Succeeded", "status": "True"}], "completionTime": "2025-06-01T10:05:00Z"}), Outcome::Succeeded, true)]
+    #[case::failed(json!({"conditions": [{"type": "Succeeded", "status": "False", "reason": "TaskRunTimeout"}], "completionTime": "2025-06-01T10:05:00Z"}), Outcome::Failed, true)]
+    #[case::running(json!({"conditions": [{"type": "Succeeded", "status": "Unknown"}]}), Outcome::Running, false)]
+    #[case::other_condition_only(json!({"conditions": [{"type": "Ready", "status": "True"}]}), Outcome::Running, false)]
+    #[case::no_status(Value::Null, Outcome::Running, false)]
+    #[case::bad_completion(json!({"conditions": [{"type": "Succeeded", "status": "True"}], "completionTime": "yesterday"}), Outcome::Succeeded, false)]
+    fn reads_status(#[case] status: Value, #[case] outcome: Outcome, #[case] has_completion: bool) {
+        let run = to_run(&object(&status));
+        assert_eq!(run.name, "vault-backup-abc");
+        assert_eq!(run.outcome, outcome);
+        assert_eq!(run.completed.is_some(), has_completion);
+        assert_eq!(
+            run.created.map(|t| t.to_rfc3339()),
+            Some("2025-06-01T10:00:00+00:00".to_owned())
+        );
+        if has_completion {
+            assert_eq!(
+                run.completed.unwrap().to_rfc3339(),
+                "2025-06-01T10:05:00+00:00"
+            );
+        }
+    }
+}
