@@ -9,6 +9,10 @@
 //! Every server listens on 127.0.0.1 on a free port, keeps its data in a temp directory and is
 //! killed when its handle drops. Its log is kept so a failing test can print it.
 
+// Test support: a panic with a clear message is the error handling, and every helper's result
+// is meant to be used.
+#![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
+
 pub mod canned;
 pub mod kube_standin;
 pub mod openbao;

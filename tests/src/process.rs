@@ -65,6 +65,12 @@ impl Server {
         }
     }
 
+    /// Whether the process was started and not killed through this handle.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -84,10 +90,14 @@ impl Server {
         let log = self.log();
         let all: Vec<&str> = log.lines().collect();
         let start = all.len().saturating_sub(lines);
-        all[start..]
-            .iter()
-            .map(|l| format!("[{}] {l}\n", self.name))
-            .collect()
+        all[start..].iter().fold(String::new(), |mut out, l| {
+            out.push('[');
+            out.push_str(&self.name);
+            out.push_str("] ");
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
     }
 }
 

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 #[must_use]
 pub fn root() -> PathBuf {
     std::env::var_os("VAULT_BACKUP_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv"))
+        .map_or_else(|| workspace_root().join(".venv"), PathBuf::from)
 }
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`).

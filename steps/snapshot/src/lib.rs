@@ -1,1 +1,235 @@
-//! Placeholder.
+//! Takes a raft snapshot of a Vault or OpenBao cluster from its leader, verified and atomic.
+//!
+//! `vault operator raft snapshot save` pointed at a standby fails with "incomplete snapshot,
+//! unable to read SHA256SUMS.sealed file" (upstream Vault issue 15258), older versions returned
+//! truncated snapshots without an error, and OpenBao standbys serve a possibly lagging copy of
+//! their own. This step finds the leader itself, streams the snapshot once into the Tekton
+//! workspace while hashing it and checking the archive's own `SHA256SUMS`, and only then gives
+//! it its final name with a `sha256sum` checksum file and a JSON manifest beside it. A failed
+//! check removes the download and retries; nothing half-written is ever left under a final name.
+
+pub mod archive;
+pub mod config;
+mod download;
+pub mod error;
+pub mod vault;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use vault_backup_common::artifact::{self, Artifact, MANIFEST_VERSION, Manifest};
+use vault_backup_common::fsutil;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use crate::vault::Vault;
+
+/// What one successful run produced.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The snapshot's name (no suffix).
+    pub name: String,
+    /// The `.snap` file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256 (hex).
+    pub sha256: String,
+    /// The leader it came from.
+    pub leader: String,
+    /// The attempt that succeeded (1 = first).
+    pub attempt: u32,
+    /// The manifest written beside it.
+    pub manifest: Manifest,
+}
+
+/// The usage text for `--help`.
+pub const USAGE: &str = "Takes a verified raft snapshot from the Vault/OpenBao leader into SNAPSHOT_DIR.
+Configured by environment variables: VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, VAULT_NAMESPACE,
+one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID + VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE),
+SNAPSHOT_DIR, SNAPSHOT_PREFIX, SNAPSHOT_TIMEOUT, SNAPSHOT_RETRIES, SNAPSHOT_RETRY_DELAY,
+RESULTS_DIR or RESULT_SNAPSHOT_NAME_PATH / RESULT_SNAPSHOT_SHA256_PATH / RESULT_SNAPSHOT_BYTES_PATH.
+Exit codes: 0 done, 1 failed after retries, 2 invalid configuration. See README.md.";
+
+/// Takes one verified snapshot, retrying transient failures, and writes its sidecars and results.
+/// SIGTERM or SIGINT stop it cleanly: the partial download is removed.
+///
+/// # Errors
+/// An [`Error`]; [`Error::GaveUp`] wraps the last failure when retries ran out.
+pub async fn run(config: Config) -> Result<Summary> {
+    tokio::select! {
+        result = run_attempts(&config) => result,
+        signal = terminated() => Err(Error::Interrupted(signal)),
+    }
+}
+
+async fn terminated() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn run_attempts(config: &Config) -> Result<Summary> {
+    let vault = Vault::new(
+        &config.tls,
+        config.namespace.clone(),
+        Duration::from_secs(10),
+    )?;
+    let artifact = Artifact::timestamped(&config.prefix, Utc::now());
+    let final_path = config.snapshot_dir.join(artifact.snap_file());
+    if final_path.exists() {
+        return Err(Error::Exists { path: final_path });
+    }
+    tracing::info!(
+        vault_addr = %config.vault_addr,
+        auth = %config.auth.describe(),
+        name = artifact.name(),
+        dir = %config.snapshot_dir.display(),
+        "taking a raft snapshot"
+    );
+    let attempts = config.retries + 1;
+    let mut delay = config.retry_delay;
+    for attempt in 1..=attempts {
+        let result = match tokio::time::timeout(
+            config.timeout,
+            attempt_once(config, &vault, &artifact, attempt),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                addr: config.vault_addr.to_string(),
+                after: config.timeout,
+            }),
+        };
+        match result {
+            Ok(summary) => return Ok(summary),
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                tracing::warn!(attempt, of = attempts, "attempt failed: {e}{}", causes(&e));
+                tracing::info!(
+                    "backing off {:.1}s, retry {attempt} of {}",
+                    delay.as_secs_f64(),
+                    config.retries
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) if attempt > 1 => {
+                return Err(Error::GaveUp {
+                    attempts: attempt,
+                    last: Box::new(e),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns on the last attempt")
+}
+
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn attempt_once(
+    config: &Config,
+    vault: &Vault,
+    artifact: &Artifact,
+    attempt: u32,
+) -> Result<Summary> {
+    let leader = vault.find_leader(&config.vault_addr).await?;
+    let token = vault.login(&leader.addr, &config.auth).await?;
+    let (served_by, response) = vault
+        .open_snapshot(&leader.addr, &token, config.timeout)
+        .await?;
+    let created_at = Utc::now();
+    let served = served_by.origin().ascii_serialization();
+    tracing::info!(leader = %served, version = leader.version.as_deref().unwrap_or("unknown"), "leader is serving the snapshot");
+    let started = Instant::now();
+    let got = download::receive(response, &config.snapshot_dir, &served).await?;
+    let dir = &config.snapshot_dir;
+    let path = fsutil::persist_new(got.file, dir, &artifact.snap_file()).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Exists {
+                path: dir.join(artifact.snap_file()),
+            }
+        } else {
+            Error::Io {
+                path: dir.join(artifact.snap_file()),
+                source,
+            }
+        }
+    })?;
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        name: artifact.name().to_owned(),
+        file: artifact.snap_file(),
+        bytes: got.bytes,
+        sha256: got.sha256.clone(),
+        created_at,
+        leader_address: served.clone(),
+        server_version: leader.version.clone(),
+        raft_index: got.info.index,
+        raft_term: got.info.term,
+        tool: concat!("vault-snapshot ", env!("CARGO_PKG_VERSION")).to_owned(),
+    };
+    if let Err(e) = artifact::write_sidecars(dir, artifact, &manifest) {
+        // A snapshot without its checksum file is incomplete by definition; don't leave one.
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(dir.join(artifact.manifest_file()));
+        return Err(e.into());
+    }
+    let write = |name: &str, value: &str| {
+        config
+            .results
+            .write(name, value)
+            .map_err(|source| Error::Io {
+                path: config.results.path(name).unwrap_or_default(),
+                source,
+            })
+    };
+    write("snapshot-name", artifact.name())?;
+    write("snapshot-sha256", &got.sha256)?;
+    write("snapshot-bytes", &got.bytes.to_string())?;
+    let secs = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let mb_per_s = got.bytes as f64 / 1e6 / secs.max(1e-6);
+    tracing::info!(
+        name = artifact.name(),
+        path = %path.display(),
+        bytes = got.bytes,
+        sha256 = %got.sha256,
+        leader = %served,
+        raft_index = got.info.index,
+        raft_term = got.info.term,
+        seconds = format!("{secs:.2}"),
+        mb_per_s = format!("{mb_per_s:.1}"),
+        attempt,
+        "snapshot saved and verified"
+    );
+    Ok(Summary {
+        name: artifact.name().to_owned(),
+        path,
+        bytes: got.bytes,
+        sha256: got.sha256,
+        leader: served,
+        attempt,
+        manifest,
+    })
+}

@@ -1,0 +1,337 @@
+//! Streaming check of a raft snapshot archive against its own `SHA256SUMS`.
+//!
+//! Vault and OpenBao serve a snapshot as a gzip'd tar of `meta.json`, `state.bin`, `SHA256SUMS`
+//! and `SHA256SUMS.sealed`. A standby can hand out an archive without the sealed sums (upstream
+//! Vault issue 15258) and old versions truncated it without an error, so the archive is checked
+//! as it streams past: every member listed in `SHA256SUMS` must hash to its listed value, the
+//! four members must be there, `meta.json`'s `Size` must be `state.bin`'s length, and the gzip
+//! trailer's CRC must match. Nothing is held in memory but the two small text members.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use flate2::read::GzDecoder;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Members every snapshot archive must have.
+pub const REQUIRED: [&str; 4] = ["meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed"];
+
+/// Members whose contents are kept (they are small); anything larger is refused.
+const SMALL_LIMIT: u64 = 1 << 20;
+
+/// Why an archive is not a whole, self-consistent raft snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The gzip or tar stream is cut short or malformed.
+    #[error("the archive is truncated or not a gzip tar: {0}")]
+    Malformed(#[source] std::io::Error),
+    /// A required member is absent.
+    #[error(
+        "the archive has no {0} (a standby may have served an incomplete snapshot, upstream Vault issue 15258)"
+    )]
+    Missing(&'static str),
+    /// A member's content does not match `SHA256SUMS`.
+    #[error("{name} in the archive hashes to {actual} but SHA256SUMS says {expected}")]
+    Mismatch {
+        /// The member.
+        name: String,
+        /// The digest `SHA256SUMS` lists.
+        expected: String,
+        /// The digest of its content.
+        actual: String,
+    },
+    /// `SHA256SUMS` lists a member the archive lacks, or omits one it must list.
+    #[error("SHA256SUMS {0}")]
+    Sums(String),
+    /// `meta.json` is unreadable or disagrees with `state.bin`.
+    #[error("meta.json {0}")]
+    Meta(String),
+}
+
+/// What a verified archive says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    /// Raft index of the snapshot.
+    pub index: u64,
+    /// Raft term of the snapshot.
+    pub term: u64,
+    /// Length of `state.bin`.
+    pub state_bytes: u64,
+    /// Bytes after the end of the gzip stream (expected 0; logged if not).
+    pub trailing_bytes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Meta {
+    index: u64,
+    term: u64,
+    size: u64,
+}
+
+/// Reads a whole snapshot archive from `input` and checks it. `input` is read to its end even
+/// after the tar's end marker, so a caller teeing the stream sees every byte.
+///
+/// # Errors
+/// An [`ArchiveError`] saying what is wrong with the archive.
+pub fn verify(input: impl Read) -> Result<ArchiveInfo, ArchiveError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(input));
+    let mut digests: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for entry in archive.entries().map_err(ArchiveError::Malformed)? {
+        let mut entry = entry.map_err(ArchiveError::Malformed)?;
+        let name = entry
+            .path()
+            .map_err(ArchiveError::Malformed)?
+            .to_string_lossy()
+            .into_owned();
+        let keep = name == "meta.json" || name == "SHA256SUMS";
+        if keep && entry.size() > SMALL_LIMIT {
+            return Err(ArchiveError::Sums(format!(
+                "member {name} is {} bytes, far too large",
+                entry.size()
+            )));
+        }
+        let mut hasher = Sha256::new();
+        let mut kept = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut len = 0u64;
+        loop {
+            let n = entry.read(&mut buf).map_err(ArchiveError::Malformed)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if keep {
+                kept.extend_from_slice(&buf[..n]);
+            }
+            len += n as u64;
+        }
+        if keep {
+            small.insert(name.clone(), kept);
+        }
+        digests.insert(name, (hex::encode(hasher.finalize()), len));
+    }
+    // Past the tar's end marker: read the gzip stream to its end so its CRC and length are
+    // checked, then count anything after it.
+    let mut gz = archive.into_inner();
+    std::io::copy(&mut gz, &mut std::io::sink()).map_err(ArchiveError::Malformed)?;
+    let trailing_bytes = std::io::copy(&mut gz.into_inner(), &mut std::io::sink())
+        .map_err(ArchiveError::Malformed)?;
+
+    for required in REQUIRED {
+        if !digests.contains_key(required) {
+            return Err(ArchiveError::Missing(required));
+        }
+    }
+    let sums = String::from_utf8(small.remove("SHA256SUMS").unwrap_or_default())
+        .map_err(|_| ArchiveError::Sums("is not text".into()))?;
+    let mut listed = Vec::new();
+    for line in sums.lines().filter(|l| !l.trim().is_empty()) {
+        let (expected, name) = line
+            .split_once(char::is_whitespace)
+            .map(|(h, n)| {
+                (
+                    h.to_ascii_lowercase(),
+                    n.trim_start().trim_start_matches('*').to_owned(),
+                )
+            })
+            .ok_or_else(|| ArchiveError::Sums(format!("has a malformed line {line:?}")))?;
+        let Some((actual, _)) = digests.get(&name) else {
+            return Err(ArchiveError::Sums(format!(
+                "lists {name}, which the archive lacks"
+            )));
+        };
+        if *actual != expected {
+            return Err(ArchiveError::Mismatch {
+                name,
+                expected,
+                actual: actual.clone(),
+            });
+        }
+        listed.push(name);
+    }
+    for must in ["meta.json", "state.bin"] {
+        if !listed.iter().any(|n| n == must) {
+            return Err(ArchiveError::Sums(format!("does not list {must}")));
+        }
+    }
+    let meta: Meta = serde_json::from_slice(&small.remove("meta.json").unwrap_or_default())
+        .map_err(|e| ArchiveError::Meta(format!("is not valid: {e}")))?;
+    let state_bytes = digests["state.bin"].1;
+    if meta.size != state_bytes {
+        return Err(ArchiveError::Meta(format!(
+            "says Size {} but state.bin has {state_bytes} bytes",
+            meta.size
+        )));
+    }
+    Ok(ArchiveInfo {
+        index: meta.index,
+        term: meta.term,
+        state_bytes,
+        trailing_bytes,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use flate2::{Compression, write::GzEncoder};
+
+    fn sha(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    /// Builds an archive like Vault's from members; `sums` overrides the SHA256SUMS text.
+    pub(crate) fn build(members: &[(&str, &[u8])], sums: Option<String>) -> Vec<u8> {
+        let mut text = String::new();
+        for (name, data) in members {
+            if *name == "meta.json" || *name == "state.bin" {
+                text.push_str(&format!("{}  {name}\n", sha(data)));
+            }
+        }
+        let sums = sums.unwrap_or(text);
+        let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        let mut all: Vec<(&str, &[u8])> = members.to_vec();
+        all.push(("SHA256SUMS", sums.as_bytes()));
+        for (name, data) in all {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            builder.append_data(&mut header, name, data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    pub(crate) fn good() -> Vec<u8> {
+        let state = vec![7u8; 300_000];
+        let meta = format!(
+            r#"{{"Version":1,"ID":"2-10-1","Index":10,"Term":2,"Size":{}}}"#,
+            state.len()
+        );
+        build(
+            &[
+                ("meta.json", meta.as_bytes()),
+                ("state.bin", &state),
+                ("SHA256SUMS.sealed", b"sealed"),
+            ],
+            None,
+        )
+    }
+
+    #[test]
+    fn a_whole_archive_verifies() {
+        let info = verify(&good()[..]).unwrap();
+        assert_eq!(
+            info,
+            ArchiveInfo {
+                index: 10,
+                term: 2,
+                state_bytes: 300_000,
+                trailing_bytes: 0
+            }
+        );
+    }
+
+    #[test]
+    fn truncation_anywhere_is_caught() {
+        let data = good();
+        for cut in [
+            10,
+            data.len() / 3,
+            data.len() / 2,
+            data.len() - 9,
+            data.len() - 1,
+        ] {
+            let err = verify(&data[..cut]).unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::Malformed(_)),
+                "cut at {cut}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_state_byte_is_caught() {
+        let state = vec![7u8; 1000];
+        let meta = r#"{"Index":1,"Term":1,"Size":1000}"#;
+        let sums = format!(
+            "{}  meta.json\n{}  state.bin\n",
+            sha(meta.as_bytes()),
+            sha(&[8u8; 1000])
+        );
+        let data = build(
+            &[
+                ("meta.json", meta.as_bytes()),
+                ("state.bin", &state),
+                ("SHA256SUMS.sealed", b"s"),
+            ],
+            Some(sums),
+        );
+        assert!(
+            matches!(verify(&data[..]).unwrap_err(), ArchiveError::Mismatch { name, .. } if name == "state.bin")
+        );
+    }
+
+    #[test]
+    fn a_missing_sealed_sums_is_caught() {
+        let meta = r#"{"Index":1,"Term":1,"Size":3}"#;
+        let data = build(
+            &[("meta.json", meta.as_bytes()), ("state.bin", b"abc")],
+            None,
+        );
+        let err = verify(&data[..]).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::Missing("SHA256SUMS.sealed")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("15258"));
+    }
+
+    #[test]
+    fn sums_must_cover_state_and_meta() {
+        let meta = r#"{"Index":1,"Term":1,"Size":3}"#;
+        let sums = format!("{}  meta.json\n", sha(meta.as_bytes()));
+        let data = build(
+            &[
+                ("meta.json", meta.as_bytes()),
+                ("state.bin", b"abc"),
+                ("SHA256SUMS.sealed", b"s"),
+            ],
+            Some(sums),
+        );
+        assert!(
+            verify(&data[..])
+                .unwrap_err()
+                .to_string()
+                .contains("does not list state.bin")
+        );
+    }
+
+    #[test]
+    fn meta_size_must_match_state() {
+        let meta = r#"{"Index":1,"Term":1,"Size":4}"#;
+        let data = build(
+            &[
+                ("meta.json", meta.as_bytes()),
+                ("state.bin", b"abc"),
+                ("SHA256SUMS.sealed", b"s"),
+            ],
+            None,
+        );
+        assert!(matches!(
+            verify(&data[..]).unwrap_err(),
+            ArchiveError::Meta(_)
+        ));
+    }
+
+    #[test]
+    fn a_flipped_byte_inside_the_gzip_stream_is_caught() {
+        let mut data = good();
+        let at = data.len() / 2;
+        data[at] ^= 0x5a;
+        assert!(verify(&data[..]).is_err());
+    }
+}

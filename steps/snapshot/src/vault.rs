@@ -1,0 +1,469 @@
+//! The only module that speaks Vault's HTTP API: leader discovery, login, the snapshot request.
+//!
+//! Redirects are never followed blindly. A standby with `disable_standby_reads` (and Vault OSS)
+//! answers the snapshot request with a 307 to the active node; reqwest would follow it and keep
+//! the `X-Vault-Token` header wherever it points. So the client follows no redirects itself and
+//! [`Vault::open_snapshot`] follows one only to the leader that `sys/leader` named.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+use vault_backup_common::Secret;
+use vault_backup_common::env::ConfigError;
+
+use crate::config::{Auth, Tls};
+use crate::error::{Error, Result};
+
+/// The API path of the snapshot.
+pub const SNAPSHOT_PATH: &str = "v1/sys/storage/raft/snapshot";
+
+/// A Vault API client with the step's TLS settings.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    http: reqwest::Client,
+    namespace: Option<String>,
+}
+
+/// What `sys/leader` said.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeaderInfo {
+    /// Whether HA (raft) is on.
+    #[serde(default)]
+    pub ha_enabled: bool,
+    /// Whether the node asked is the active node.
+    #[serde(default)]
+    pub is_self: bool,
+    /// The active node's API address.
+    #[serde(default)]
+    pub leader_address: String,
+}
+
+/// What `sys/seal-status` said (the fields this step uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SealStatus {
+    /// Whether the node is sealed.
+    #[serde(default)]
+    pub sealed: bool,
+    /// The server version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The storage backend, where the server reports it.
+    #[serde(default)]
+    pub storage_type: Option<String>,
+}
+
+/// The leader a snapshot will be taken from.
+#[derive(Debug, Clone)]
+pub struct Leader {
+    /// Its API address.
+    pub addr: Url,
+    /// Its version.
+    pub version: Option<String>,
+}
+
+fn origin(u: &Url) -> (String, Option<String>, Option<u16>) {
+    (
+        u.scheme().to_owned(),
+        u.host_str().map(str::to_owned),
+        u.port_or_known_default(),
+    )
+}
+
+fn base(addr: &Url) -> String {
+    addr.as_str().trim_end_matches('/').to_owned()
+}
+
+/// The text of a Vault error body (`{"errors": [...]}`), short enough for one log line.
+fn detail(body: &str) -> String {
+    let text = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|e| {
+                e.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| body.trim().to_owned());
+    let mut text: String = text.chars().take(300).collect();
+    if text.is_empty() {
+        text = "(no error text)".into();
+    }
+    text
+}
+
+impl Vault {
+    /// A client with the configured trust and timeouts; it follows no redirects.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `VAULT_CACERT` holds no usable certificate.
+    pub fn new(tls: &Tls, namespace: Option<String>, connect_timeout: Duration) -> Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .user_agent(concat!("vault-snapshot/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &tls.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ConfigError::new(
+                    "VAULT_CACERT",
+                    format!("holds no usable PEM certificate: {e}"),
+                )
+            })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if tls.skip_verify {
+            tracing::warn!("VAULT_SKIP_VERIFY is set: the server's certificate is not checked");
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| {
+            ConfigError::new("VAULT_CACERT", format!("cannot build a TLS client: {e}"))
+        })?;
+        Ok(Self { http, namespace })
+    }
+
+    fn transport(addr: &Url, err: reqwest::Error, timeout: Duration) -> Error {
+        let addr = base(addr);
+        if err.is_timeout() {
+            return Error::Timeout {
+                addr,
+                after: timeout,
+            };
+        }
+        let mut chain = String::new();
+        let mut source: Option<&dyn std::error::Error> = Some(&err);
+        while let Some(e) = source {
+            let _ = write!(chain, "{e} {e:?} ");
+            source = e.source();
+        }
+        let chain = chain.to_ascii_lowercase();
+        if ["certificate", "tls", "handshake", "unknownissuer"]
+            .iter()
+            .any(|w| chain.contains(w))
+        {
+            Error::Tls { addr, source: err }
+        } else {
+            Error::Unreachable { addr, source: err }
+        }
+    }
+
+    fn headers(&self, token: Option<&Secret>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(token) = token {
+            // Tokens only ever travel in this header, marked sensitive so no debug output shows them.
+            if let Ok(mut v) = HeaderValue::from_str(token.expose()) {
+                v.set_sensitive(true);
+                h.insert("X-Vault-Token", v);
+            }
+        }
+        if let Some(v) = self
+            .namespace
+            .as_deref()
+            .and_then(|ns| HeaderValue::from_str(ns).ok())
+        {
+            h.insert("X-Vault-Namespace", v);
+        }
+        h
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        addr: &Url,
+        path: &'static str,
+    ) -> Result<(StatusCode, Option<T>, String)> {
+        let url = format!("{}/{path}", base(addr));
+        let timeout = Duration::from_secs(30);
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Self::transport(addr, e, timeout))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| Self::transport(addr, e, timeout))?;
+        Ok((status, serde_json::from_str(&body).ok(), body))
+    }
+
+    /// `GET sys/leader` on one node.
+    ///
+    /// # Errors
+    /// Transport errors, [`Error::Sealed`] on a sealed node, [`Error::Http`] otherwise.
+    pub async fn leader_info(&self, addr: &Url) -> Result<LeaderInfo> {
+        let (status, info, body) = self.get_json::<LeaderInfo>(addr, "v1/sys/leader").await?;
+        match (status, info) {
+            (StatusCode::OK, Some(info)) => Ok(info),
+            (StatusCode::SERVICE_UNAVAILABLE, _)
+                if body.to_ascii_lowercase().contains("sealed") =>
+            {
+                Err(Error::Sealed { addr: base(addr) })
+            }
+            (status, _) => Err(Error::Http {
+                addr: base(addr),
+                what: "sys/leader",
+                status: status.as_u16(),
+                detail: detail(&body),
+            }),
+        }
+    }
+
+    /// `GET sys/seal-status` on one node.
+    ///
+    /// # Errors
+    /// Transport errors or [`Error::Http`].
+    pub async fn seal_status(&self, addr: &Url) -> Result<SealStatus> {
+        let (status, info, body) = self
+            .get_json::<SealStatus>(addr, "v1/sys/seal-status")
+            .await?;
+        match (status, info) {
+            (StatusCode::OK, Some(info)) => Ok(info),
+            (status, _) => Err(Error::Http {
+                addr: base(addr),
+                what: "sys/seal-status",
+                status: status.as_u16(),
+                detail: detail(&body),
+            }),
+        }
+    }
+
+    /// Finds the active node starting from `addr`, and checks that it says it leads, is
+    /// unsealed and uses raft storage.
+    ///
+    /// # Errors
+    /// [`Error::NoLeader`], [`Error::NotLeader`], [`Error::Sealed`], [`Error::NotRaft`] or
+    /// transport errors, each naming the node.
+    pub async fn find_leader(&self, addr: &Url) -> Result<Leader> {
+        let info = self.leader_info(addr).await?;
+        let leader = if info.is_self || !info.ha_enabled {
+            addr.clone()
+        } else {
+            let named = info.leader_address.trim();
+            if named.is_empty() {
+                return Err(Error::NoLeader { addr: base(addr) });
+            }
+            let leader = Url::parse(named).map_err(|_| Error::Http {
+                addr: base(addr),
+                what: "sys/leader",
+                status: 200,
+                detail: format!("leader_address {named:?} is not a URL"),
+            })?;
+            tracing::info!(asked = %base(addr), leader = %base(&leader), "VAULT_ADDR is a standby; going to the leader it names");
+            let confirm = self.leader_info(&leader).await?;
+            if !confirm.is_self {
+                return Err(Error::NotLeader {
+                    addr: base(&leader),
+                });
+            }
+            leader
+        };
+        let status = self.seal_status(&leader).await?;
+        if status.sealed {
+            return Err(Error::Sealed {
+                addr: base(&leader),
+            });
+        }
+        if let Some(kind) = status.storage_type.as_deref().filter(|k| *k != "raft") {
+            return Err(Error::NotRaft {
+                addr: base(&leader),
+                detail: format!("its storage type is {kind}"),
+            });
+        }
+        Ok(Leader {
+            addr: leader,
+            version: status.version,
+        })
+    }
+
+    /// Logs in at the leader with `auth`; a static token is returned as it is.
+    ///
+    /// # Errors
+    /// [`Error::Login`] with Vault's message, or transport errors.
+    pub async fn login(&self, leader: &Url, auth: &Auth) -> Result<Secret> {
+        let (mount, body) = match auth {
+            Auth::Token(token) => return Ok(token.clone()),
+            Auth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => (
+                mount,
+                serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose() }),
+            ),
+            Auth::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                let jwt =
+                    vault_backup_common::env::read_secret_file("VAULT_AUTH_JWT_FILE", jwt_file)?;
+                (
+                    mount,
+                    serde_json::json!({ "role": role, "jwt": jwt.expose() }),
+                )
+            }
+        };
+        let url = format!("{}/v1/auth/{mount}/login", base(leader));
+        let timeout = Duration::from_secs(30);
+        let resp = self
+            .http
+            .post(&url)
+            .headers(self.headers(None))
+            .json(&body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Self::transport(leader, e, timeout))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Self::transport(leader, e, timeout))?;
+        let token = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["auth"]["client_token"].as_str().map(Secret::new));
+        match (status, token) {
+            (s, Some(token)) if s.is_success() => Ok(token),
+            (s, _) => Err(Error::Login {
+                addr: base(leader),
+                method: auth.describe(),
+                status: s.as_u16(),
+                detail: detail(&text),
+            }),
+        }
+    }
+
+    /// Sends the snapshot request to the leader and returns the response once it is a 200,
+    /// following at most one redirect, and only to the leader itself.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`], [`Error::Sealed`], [`Error::NotRaft`], [`Error::Redirect`],
+    /// [`Error::NotLeader`], [`Error::Http`] or transport errors.
+    pub async fn open_snapshot(
+        &self,
+        leader: &Url,
+        token: &Secret,
+        timeout: Duration,
+    ) -> Result<(Url, Response)> {
+        let mut target =
+            Url::parse(&format!("{}/{SNAPSHOT_PATH}", base(leader))).map_err(|e| Error::Http {
+                addr: base(leader),
+                what: "the snapshot request",
+                status: 0,
+                detail: format!("cannot form the snapshot URL: {e}"),
+            })?;
+        for _ in 0..2 {
+            let resp = self
+                .http
+                .get(target.clone())
+                .headers(self.headers(Some(token)))
+                .send()
+                .await
+                .map_err(|e| Self::transport(leader, e, timeout))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok((target, resp));
+            }
+            if status.is_redirection() {
+                let to = resp
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| target.join(l).ok())
+                    .ok_or_else(|| Error::Http {
+                        addr: base(leader),
+                        what: "the snapshot request",
+                        status: status.as_u16(),
+                        detail: "a redirect without a usable Location".into(),
+                    })?;
+                if origin(&to) != origin(leader) {
+                    return Err(Error::Redirect {
+                        from: base(&target),
+                        to: to.to_string(),
+                        leader: base(leader),
+                    });
+                }
+                tracing::info!(to = %to, "following the redirect to the leader");
+                target = to;
+                continue;
+            }
+            let body = resp.text().await.unwrap_or_default();
+            let text = detail(&body);
+            let lower = text.to_ascii_lowercase();
+            return Err(match status.as_u16() {
+                403 => Error::PermissionDenied { addr: base(leader) },
+                503 if lower.contains("sealed") => Error::Sealed { addr: base(leader) },
+                429 | 472 | 473 => Error::NotLeader { addr: base(leader) },
+                _ if lower.contains("raft")
+                    && (lower.contains("not") || lower.contains("unsupported")) =>
+                {
+                    Error::NotRaft {
+                        addr: base(leader),
+                        detail: text,
+                    }
+                }
+                404 | 405 if lower.contains("unsupported path") => Error::NotRaft {
+                    addr: base(leader),
+                    detail: text,
+                },
+                s => Error::Http {
+                    addr: base(leader),
+                    what: "the snapshot request",
+                    status: s,
+                    detail: text,
+                },
+            });
+        }
+        Err(Error::Http {
+            addr: base(leader),
+            what: "the snapshot request",
+            status: 307,
+            detail: "redirected more than once".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_one_short_line() {
+        assert_eq!(
+            detail(r#"{"errors":["permission denied"]}"#),
+            "permission denied"
+        );
+        assert_eq!(detail(r#"{"errors":["a","b"]}"#), "a; b");
+        assert_eq!(detail(""), "(no error text)");
+        assert_eq!(detail(&"x".repeat(1000)).len(), 300);
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let a = Url::parse("https://vault-0:8200/v1/x").unwrap();
+        assert_eq!(
+            origin(&a),
+            origin(&Url::parse("https://vault-0:8200").unwrap())
+        );
+        assert_ne!(
+            origin(&a),
+            origin(&Url::parse("http://vault-0:8200").unwrap())
+        );
+        assert_ne!(
+            origin(&a),
+            origin(&Url::parse("https://vault-1:8200").unwrap())
+        );
+        assert_eq!(
+            origin(&Url::parse("https://v").unwrap()),
+            origin(&Url::parse("https://v:443").unwrap())
+        );
+    }
+}
