@@ -1,0 +1,15 @@
+//! `snapshot-sync`: copies a verified Vault snapshot to S3 and/or a directory (see `--help`).
+
+use std::process::ExitCode;
+
+use snapshot_sync::{Config, USAGE, run};
+
+fn main() -> ExitCode {
+    vault_backup_common::run_main(
+        "snapshot-sync",
+        env!("CARGO_PKG_VERSION"),
+        USAGE,
+        Config::from_env,
+        run,
+    )
+}

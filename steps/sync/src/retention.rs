@@ -1,0 +1,556 @@
+//! Which snapshots a store keeps: a pure plan from a listing, a policy and `now`.
+//!
+//! Stores fill up unless someone deletes, and deleting the wrong thing loses the only copy. So
+//! the decision is a pure function with no I/O, tested with a fixed `now`, and every kept
+//! snapshot carries the reasons it is kept (the way restic and rustic `forget` explain
+//! themselves). The caller logs the plan, then carries it out (or stops there on a dry run).
+//!
+//! Rules:
+//! - Only names `<prefix>-<timestamp>` (the three files of [`Artifact`]) are ever considered;
+//!   anything else in a bucket or directory is not even listed here, so it cannot be deleted.
+//! - A snapshot is complete when its `.snap` and `.snap.sha256` are both present. Only complete
+//!   snapshots count towards `last`, `within` and the daily/weekly/monthly buckets.
+//! - The snapshot just uploaded and the newest complete snapshot are always kept.
+//! - An incomplete copy (a `.snap` without `.sha256`, or sidecars left without their `.snap`)
+//!   is kept while it is newer than every complete snapshot (another run may be writing it) and
+//!   deleted once a newer complete snapshot exists: it can never be restored from, and a copy
+//!   that a later run superseded will never be finished.
+//! - `within` counts whole days back from `now`; buckets are UTC calendar days, ISO weeks and
+//!   calendar months, and each keeps the newest snapshot in its bucket, newest buckets first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use vault_backup_common::artifact::{Artifact, Part};
+
+/// How many snapshots to keep; `None` means the rule is off. All off means keep everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep the newest N complete snapshots (`RETAIN_LAST`).
+    pub last: Option<u32>,
+    /// Keep every complete snapshot taken in the last N days before `now` (`RETAIN_DAYS`).
+    pub within_days: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one (`RETAIN_DAILY`).
+    pub daily: Option<u32>,
+    /// The same per ISO week (`RETAIN_WEEKLY`).
+    pub weekly: Option<u32>,
+    /// The same per calendar month (`RETAIN_MONTHLY`).
+    pub monthly: Option<u32>,
+}
+
+impl Policy {
+    /// No rule set: retention keeps everything and need not run.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules = [
+            ("last", self.last),
+            ("days", self.within_days),
+            ("daily", self.daily),
+            ("weekly", self.weekly),
+            ("monthly", self.monthly),
+        ];
+        let set: Vec<String> = rules
+            .iter()
+            .filter_map(|(name, n)| n.map(|n| format!("{name}={n}")))
+            .collect();
+        if set.is_empty() {
+            f.write_str("keep everything")
+        } else {
+            f.write_str(&set.join(" "))
+        }
+    }
+}
+
+/// One snapshot as a store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The snapshot name (no suffix).
+    pub name: String,
+    /// The time in its name.
+    pub time: DateTime<Utc>,
+    /// Both `.snap` and `.snap.sha256` are present.
+    pub complete: bool,
+    /// It is the snapshot this run just uploaded.
+    pub current: bool,
+}
+
+/// Why a snapshot is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// It is the snapshot this run just uploaded.
+    Current,
+    /// It is the newest complete snapshot in the store.
+    Newest,
+    /// One of the newest `n` (`RETAIN_LAST`).
+    Last(u32),
+    /// Taken within the last `n` days (`RETAIN_DAYS`).
+    Within(u32),
+    /// The newest of its day (`RETAIN_DAILY`).
+    Daily(NaiveDate),
+    /// The newest of its ISO week (`RETAIN_WEEKLY`).
+    Weekly(i32, u32),
+    /// The newest of its month (`RETAIN_MONTHLY`).
+    Monthly(i32, u32),
+    /// Incomplete, but newer than every complete snapshot: it may still be being written.
+    MaybeInProgress,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Current => f.write_str("just uploaded"),
+            Self::Newest => f.write_str("newest complete"),
+            Self::Last(n) => write!(f, "last {n}"),
+            Self::Within(n) => write!(f, "within {n} days"),
+            Self::Daily(d) => write!(f, "daily {d}"),
+            Self::Weekly(y, w) => write!(f, "weekly {y}-W{w:02}"),
+            Self::Monthly(y, m) => write!(f, "monthly {y}-{m:02}"),
+            Self::MaybeInProgress => f.write_str("incomplete but newest, may be in progress"),
+        }
+    }
+}
+
+/// What to do with one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The snapshot name (no suffix).
+    pub name: String,
+    /// Keep it (else delete its three files).
+    pub keep: bool,
+    /// Why it is kept; empty for a deletion.
+    pub reasons: Vec<Reason>,
+    /// Whether it was complete (for the log).
+    pub complete: bool,
+}
+
+/// Groups a store's file names into snapshots named `<prefix>-<timestamp>`; every other name is
+/// dropped. `current` marks the snapshot this run uploaded.
+#[must_use]
+pub fn snapshots_from_files<S: AsRef<str>>(
+    files: &[S],
+    prefix: &str,
+    current: &str,
+) -> Vec<Snapshot> {
+    // name -> (has .snap, has .sha256)
+    let mut seen: BTreeMap<Artifact, (bool, bool)> = BTreeMap::new();
+    for file in files {
+        if let Some((artifact, part)) = Artifact::classify(file.as_ref(), prefix) {
+            let entry = seen.entry(artifact).or_default();
+            match part {
+                Part::Snapshot => entry.0 = true,
+                Part::Checksum => entry.1 = true,
+                Part::Manifest => {}
+            }
+        }
+    }
+    seen.into_iter()
+        .filter_map(|(artifact, (snap, sum))| {
+            let time = artifact.timestamp(prefix)?;
+            Some(Snapshot {
+                current: artifact.name() == current,
+                name: artifact.name().to_owned(),
+                time,
+                complete: snap && sum,
+            })
+        })
+        .collect()
+}
+
+/// Decides, for every snapshot listed, whether to keep it and why. Newest first.
+///
+/// With an empty policy everything is kept (with no reasons): callers are expected to skip
+/// retention altogether then, and say so.
+#[must_use]
+pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: DateTime<Utc>) -> Vec<Decision> {
+    let mut sorted: Vec<&Snapshot> = snapshots.iter().collect();
+    sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    if policy.is_empty() {
+        return sorted
+            .into_iter()
+            .map(|s| Decision {
+                name: s.name.clone(),
+                keep: true,
+                reasons: Vec::new(),
+                complete: s.complete,
+            })
+            .collect();
+    }
+
+    let newest_complete = sorted.iter().find(|s| s.complete).map(|s| s.time);
+    let cutoff = policy
+        .within_days
+        .map(|d| now - TimeDelta::days(i64::from(d)));
+    let mut buckets = [
+        Bucket::new(policy.daily, |t| {
+            let d = t.date_naive();
+            (
+                i64::from(d.year()) * 10_000 + i64::from(d.ordinal()),
+                Reason::Daily(d),
+            )
+        }),
+        Bucket::new(policy.weekly, |t| {
+            let w = t.iso_week();
+            (
+                i64::from(w.year()) * 100 + i64::from(w.week()),
+                Reason::Weekly(w.year(), w.week()),
+            )
+        }),
+        Bucket::new(policy.monthly, |t| {
+            (
+                i64::from(t.year()) * 100 + i64::from(t.month()),
+                Reason::Monthly(t.year(), t.month()),
+            )
+        }),
+    ];
+
+    let mut rank = 0u32;
+    let mut decisions = Vec::with_capacity(sorted.len());
+    for s in sorted {
+        let mut reasons = Vec::new();
+        if s.current {
+            reasons.push(Reason::Current);
+        }
+        if s.complete {
+            if rank == 0 {
+                reasons.push(Reason::Newest);
+            }
+            if let Some(n) = policy.last.filter(|n| rank < *n) {
+                reasons.push(Reason::Last(n));
+            }
+            if let (Some(cutoff), Some(days)) = (cutoff, policy.within_days)
+                && s.time >= cutoff
+            {
+                reasons.push(Reason::Within(days));
+            }
+            for bucket in &mut buckets {
+                if let Some(reason) = bucket.take(s.time) {
+                    reasons.push(reason);
+                }
+            }
+            rank += 1;
+        } else if newest_complete.is_none_or(|newest| s.time > newest) && !s.current {
+            reasons.push(Reason::MaybeInProgress);
+        }
+        decisions.push(Decision {
+            name: s.name.clone(),
+            keep: !reasons.is_empty(),
+            reasons,
+            complete: s.complete,
+        });
+    }
+    decisions
+}
+
+/// One of the daily/weekly/monthly rules: keeps the newest snapshot of each of its newest
+/// `left` buckets.
+struct Bucket {
+    left: u32,
+    last: Option<i64>,
+    key: fn(DateTime<Utc>) -> (i64, Reason),
+}
+
+impl Bucket {
+    fn new(count: Option<u32>, key: fn(DateTime<Utc>) -> (i64, Reason)) -> Self {
+        Self {
+            left: count.unwrap_or(0),
+            last: None,
+            key,
+        }
+    }
+
+    /// Called newest first: the first snapshot seen in a new bucket is kept, while any are left.
+    fn take(&mut self, t: DateTime<Utc>) -> Option<Reason> {
+        if self.left == 0 {
+            return None;
+        }
+        let (key, reason) = (self.key)(t);
+        if self.last == Some(key) {
+            return None;
+        }
+        self.last = Some(key);
+        self.left -= 1;
+        Some(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use rstest::rstest;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+            .unwrap()
+            .and_utc()
+    }
+
+    fn name(t: DateTime<Utc>) -> String {
+        Artifact::timestamped("vault", t).name().to_owned()
+    }
+
+    fn snap(t: &str) -> Snapshot {
+        let time = at(t);
+        Snapshot {
+            name: name(time),
+            time,
+            complete: true,
+            current: false,
+        }
+    }
+
+    /// One snapshot a day at 06:00 for `days` days ending on 2026-11-24 (newest last).
+    fn daily_series(days: i64) -> Vec<Snapshot> {
+        (0..days)
+            .rev()
+            .map(|back| {
+                let time = at("2026-11-24 06:00") - TimeDelta::days(back);
+                Snapshot {
+                    name: name(time),
+                    time,
+                    complete: true,
+                    current: false,
+                }
+            })
+            .collect()
+    }
+
+    fn kept(decisions: &[Decision]) -> Vec<String> {
+        decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.name.trim_start_matches("vault-").to_owned())
+            .collect()
+    }
+
+    fn policy(last: u32, days: u32, daily: u32, weekly: u32, monthly: u32) -> Policy {
+        let opt = |n: u32| (n > 0).then_some(n);
+        Policy {
+            last: opt(last),
+            within_days: opt(days),
+            daily: opt(daily),
+            weekly: opt(weekly),
+            monthly: opt(monthly),
+        }
+    }
+
+    #[rstest]
+    // count only
+    #[case::last_3(policy(3, 0, 0, 0, 0), 40, &["20261124T060000Z", "20261123T060000Z", "20261122T060000Z"])]
+    #[case::last_1(policy(1, 0, 0, 0, 0), 40, &["20261124T060000Z"])]
+    #[case::last_more_than_exist(policy(50, 0, 0, 0, 0), 3, &["20261124T060000Z", "20261123T060000Z", "20261122T060000Z"])]
+    // days: now is 2026-11-24 12:00, cutoff 2026-11-22 12:00
+    #[case::within_2_days(policy(0, 2, 0, 0, 0), 40, &["20261124T060000Z", "20261123T060000Z"])]
+    #[case::within_4_days(policy(0, 4, 0, 0, 0), 40, &["20261124T060000Z", "20261123T060000Z", "20261122T060000Z", "20261121T060000Z"])]
+    // weekly: 2026-11-24 is a Tuesday of ISO week 48; week 47 is Nov 16-22, week 46 Nov 9-15
+    #[case::weekly_3(policy(0, 0, 0, 3, 0), 40, &["20261124T060000Z", "20261122T060000Z", "20261115T060000Z"])]
+    // monthly: newest of November, October, September
+    #[case::monthly_3(policy(0, 0, 0, 0, 3), 90, &["20261124T060000Z", "20261031T060000Z", "20260930T060000Z"])]
+    // GFS: 2 daily + 2 weekly + 2 monthly, overlapping at the newest
+    #[case::gfs(policy(0, 0, 2, 2, 2), 90, &["20261124T060000Z", "20261123T060000Z", "20261122T060000Z", "20261031T060000Z"])]
+    // mixed: last 1 + within 1 day + monthly 2
+    #[case::mixed(policy(1, 1, 0, 0, 2), 90, &["20261124T060000Z", "20261031T060000Z"])]
+    fn policies_over_a_daily_series(
+        #[case] policy: Policy,
+        #[case] days: i64,
+        #[case] want: &[&str],
+    ) {
+        let got = plan(&daily_series(days), &policy, now());
+        assert_eq!(kept(&got), want);
+        assert_eq!(
+            got.len(),
+            usize::try_from(days).unwrap(),
+            "every snapshot decided"
+        );
+        for d in &got {
+            assert_eq!(d.keep, !d.reasons.is_empty(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn daily_keeps_the_newest_of_each_day() {
+        let snaps = vec![
+            snap("2026-11-24 06:00"),
+            snap("2026-11-24 18:00"),
+            snap("2026-11-23 01:00"),
+            snap("2026-11-23 23:00"),
+            snap("2026-11-22 12:00"),
+        ];
+        let got = plan(&snaps, &policy(0, 0, 2, 0, 0), now());
+        assert_eq!(kept(&got), ["20261124T180000Z", "20261123T230000Z"]);
+        let d = &got[0];
+        assert_eq!(
+            d.reasons,
+            [
+                Reason::Newest,
+                Reason::Daily(NaiveDate::from_ymd_opt(2026, 11, 24).unwrap())
+            ]
+        );
+    }
+
+    #[test]
+    fn reasons_name_every_rule_that_keeps() {
+        let got = plan(&daily_series(3), &policy(2, 1, 1, 1, 1), now());
+        assert_eq!(
+            got[0].reasons,
+            [
+                Reason::Newest,
+                Reason::Last(2),
+                Reason::Within(1),
+                Reason::Daily(NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()),
+                Reason::Weekly(2026, 48),
+                Reason::Monthly(2026, 11),
+            ]
+        );
+        assert_eq!(got[1].reasons, [Reason::Last(2)]);
+        assert!(!got[2].keep);
+        assert_eq!(
+            got[0]
+                .reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            "newest complete, last 2, within 1 days, daily 2026-11-24, weekly 2026-W48, monthly 2026-11"
+        );
+    }
+
+    #[test]
+    fn the_current_upload_is_kept_even_when_older_than_others() {
+        // A re-run synced an older snapshot while newer ones already sit in the store.
+        let mut snaps = daily_series(10);
+        snaps[0].current = true; // the oldest
+        let got = plan(&snaps, &policy(2, 0, 0, 0, 0), now());
+        assert_eq!(
+            kept(&got),
+            ["20261124T060000Z", "20261123T060000Z", "20261115T060000Z"]
+        );
+        assert_eq!(got.last().unwrap().reasons, [Reason::Current]);
+    }
+
+    #[test]
+    fn the_newest_is_kept_when_every_rule_has_passed_it_by() {
+        // Backups stopped a year ago: a days-only policy would keep nothing.
+        let snaps = vec![snap("2025-10-01 06:00"), snap("2025-10-02 06:00")];
+        let got = plan(&snaps, &policy(0, 7, 0, 0, 0), now());
+        assert_eq!(kept(&got), ["20251002T060000Z"]);
+        assert_eq!(got[0].reasons, [Reason::Newest]);
+    }
+
+    #[test]
+    fn incomplete_copies_never_count_and_go_once_superseded() {
+        let mut snaps = daily_series(5);
+        // The newest is incomplete (maybe being written), and so is one in the middle.
+        snaps[4].complete = false;
+        snaps[2].complete = false;
+        let got = plan(&snaps, &policy(2, 0, 0, 0, 0), now());
+        let by_name: Vec<(&str, bool, &[Reason])> = got
+            .iter()
+            .map(|d| {
+                (
+                    d.name.trim_start_matches("vault-"),
+                    d.keep,
+                    d.reasons.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_name,
+            [
+                ("20261124T060000Z", true, &[Reason::MaybeInProgress][..]),
+                (
+                    "20261123T060000Z",
+                    true,
+                    &[Reason::Newest, Reason::Last(2)][..]
+                ),
+                ("20261122T060000Z", false, &[][..]),
+                ("20261121T060000Z", true, &[Reason::Last(2)][..]),
+                ("20261120T060000Z", false, &[][..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_incomplete_current_upload_is_kept() {
+        let mut snaps = daily_series(3);
+        snaps[0].complete = false;
+        snaps[0].current = true;
+        let got = plan(&snaps, &policy(1, 0, 0, 0, 0), now());
+        assert_eq!(kept(&got), ["20261124T060000Z", "20261122T060000Z"]);
+    }
+
+    #[test]
+    fn empty_policy_keeps_everything() {
+        let got = plan(&daily_series(5), &Policy::default(), now());
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().all(|d| d.keep));
+        assert_eq!(Policy::default().to_string(), "keep everything");
+        assert_eq!(policy(3, 0, 7, 0, 0).to_string(), "last=3 daily=7");
+    }
+
+    #[test]
+    fn moving_now_does_not_change_a_count_only_plan() {
+        let snaps = daily_series(30);
+        let p = policy(5, 0, 0, 0, 0);
+        let base = plan(&snaps, &p, now());
+        for shift in [-400, -1, 1, 30, 3650] {
+            assert_eq!(plan(&snaps, &p, now() + TimeDelta::days(shift)), base);
+        }
+        // ... while a days policy does move with it, as it should.
+        let d = policy(0, 5, 0, 0, 0);
+        assert_ne!(
+            kept(&plan(&snaps, &d, now())),
+            kept(&plan(&snaps, &d, now() + TimeDelta::days(3)))
+        );
+    }
+
+    #[test]
+    fn unrelated_names_are_never_listed() {
+        let files = [
+            "vault-20261124T060000Z.snap",
+            "vault-20261124T060000Z.snap.json",
+            "vault-20261124T060000Z.snap.sha256",
+            "vault-20261123T060000Z.snap",
+            "vault-20261122T060000Z.snap.json",
+            "vault-20261122T060000Z.snap.sha256",
+            "other-20261101T060000Z.snap",
+            "other-20261101T060000Z.snap.sha256",
+            "vault-prod-20261101T060000Z.snap",
+            "vault-latest.snap",
+            "vault-20261101T060000Z.tar.gz",
+            "README.md",
+            ".vault-backup-x1y2.tmp",
+        ];
+        let snaps = snapshots_from_files(&files, "vault", "vault-20261124T060000Z");
+        let got: Vec<(&str, bool, bool)> = snaps
+            .iter()
+            .map(|s| (s.name.as_str(), s.complete, s.current))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("vault-20261122T060000Z", false, false),
+                ("vault-20261123T060000Z", false, false),
+                ("vault-20261124T060000Z", true, true),
+            ]
+        );
+        let decisions = plan(&snaps, &policy(1, 0, 0, 0, 0), now());
+        let names: Vec<&str> = decisions.iter().map(|d| d.name.as_str()).collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("vault-2026")),
+            "{names:?}"
+        );
+        assert_eq!(kept(&decisions), ["20261124T060000Z"]);
+    }
+}

@@ -1,0 +1,519 @@
+//! The stores a snapshot is copied to, behind one trait: S3 (through `object_store`) and a
+//! directory (a PVC mounted as a Tekton workspace). The only file that speaks to `object_store`.
+//!
+//! Uploading, verifying and retention are written once against [`Store`] and [`Writer`]; each
+//! store supplies only what is particular to it:
+//! - Any `object_store` backend (S3 today; GCS and Azure are a builder away): the snapshot goes
+//!   up as a multipart upload in [`OBJECT_PART_SIZE`] parts, at most [`OBJECT_PARTS_IN_FLIGHT`]
+//!   at a time, each with its SHA-256 in `x-amz-checksum-sha256` so the server checks every
+//!   part; an aborted upload is aborted on the server too, so no object ever appears.
+//! - A directory, written with `std::fs` and the common crate's `fsutil` rather than
+//!   `object_store`'s `LocalFileSystem`: that one renames its staging file into place without
+//!   syncing it first, so a power cut could leave a complete-looking name over missing data. The
+//!   contract here is temp file, fsync, rename, fsync the directory.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig, WriteMultipart,
+};
+use vault_backup_common::{ConfigError, artifact, fsutil};
+
+use crate::S3Config;
+
+/// Part size of multipart uploads: large enough for few requests, small enough to bound memory.
+pub const OBJECT_PART_SIZE: usize = 8 << 20;
+/// Parts uploaded at once; with the part being read, memory stays near 4 × 8 MiB.
+pub const OBJECT_PARTS_IN_FLIGHT: usize = 3;
+/// Write size for the directory store.
+pub const DIR_CHUNK_SIZE: usize = 1 << 20;
+
+/// A store operation that failed (after the retries `object_store` does itself).
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {action} {target} failed")]
+pub struct Error {
+    store: &'static str,
+    action: &'static str,
+    target: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Error {
+    fn new(
+        store: &'static str,
+        action: &'static str,
+        target: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            store,
+            action,
+            target: target.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// `Result` with a store [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A place that holds snapshot files side by side, by file name.
+pub trait Store: Send + Sync {
+    /// The store's short name in logs and in the `synced-stores` result: `s3`, `dir`.
+    fn name(&self) -> &'static str;
+    /// Where `file` lives, as a person would look for it (`s3://bucket/prefix/file`, a path).
+    fn location(&self, file: &str) -> String;
+    /// The chunk size [`Writer::write`] works best with.
+    fn chunk_size(&self) -> usize;
+    /// Starts writing `file`; nothing is visible under its name until [`Writer::finish`].
+    fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Box<dyn Writer>>>;
+    /// Writes a small file whole.
+    fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>>;
+    /// The size of `file`, or `None` if it does not exist.
+    fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
+    /// The SHA-256 (hex) of `file` as stored, where the store can tell it cheaply; `None` where
+    /// it cannot (S3 keeps per-part checksums that it verified on upload, not a whole-file one).
+    fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+    /// The names of the files directly in the store (not below).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// Deletes `file`; a file already gone is not an error.
+    fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// A file being written to a store.
+pub trait Writer: Send {
+    /// Queues `chunk`, waiting first while the store has too much in flight.
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<()>>;
+    /// Makes the file visible under its name, whole.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+    /// Gives up: nothing appears under the file's name and partial data is removed.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+}
+
+impl fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Store({})", self.location(""))
+    }
+}
+
+/// Builds the S3 store.
+///
+/// # Errors
+/// A [`ConfigError`] naming the variable if the CA bundle, the prefix or the endpoint is unusable.
+pub fn s3(cfg: &S3Config) -> Result<Box<dyn Store>, ConfigError> {
+    let mut options = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(10))
+        // One 8 MiB part must fit in this even on a slow link.
+        .with_timeout(Duration::from_secs(120));
+    if let Some(pem) = &cfg.ca_cert {
+        let certs = Certificate::from_pem_bundle(pem)
+            .map_err(|e| ConfigError::new("S3_CACERT", format!("not a PEM bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(ConfigError::new(
+                "S3_CACERT",
+                "holds no PEM certificate".to_owned(),
+            ));
+        }
+        for cert in certs {
+            options = options.with_root_certificate(cert);
+        }
+    }
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(180),
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&cfg.bucket)
+        .with_region(&cfg.region)
+        .with_access_key_id(&cfg.access_key_id)
+        .with_secret_access_key(cfg.secret_access_key.expose())
+        .with_checksum_algorithm(Checksum::SHA256)
+        .with_retry(retry)
+        .with_client_options(options);
+    if let Some(endpoint) = &cfg.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    let variable = cfg.endpoint_variable;
+    let store = builder
+        .build()
+        .map_err(|e| ConfigError::new(variable, format!("cannot set up the S3 client: {e}")))?;
+    let prefix =
+        if cfg.prefix.is_empty() {
+            None
+        } else {
+            Some(ObjectPath::parse(&cfg.prefix).map_err(|e| {
+                ConfigError::new("S3_PREFIX", format!("not a usable key prefix: {e}"))
+            })?)
+        };
+    Ok(Box::new(ObjectStoreBacked {
+        name: "s3",
+        url: format!("s3://{}", cfg.bucket),
+        prefix,
+        inner: Arc::new(store),
+    }))
+}
+
+/// Builds the directory store over an existing directory.
+#[must_use]
+pub fn dir(path: &Path) -> Box<dyn Store> {
+    Box::new(DirStore {
+        dir: path.to_owned(),
+    })
+}
+
+/// Any `object_store` backend, with snapshot files under an optional key prefix.
+struct ObjectStoreBacked {
+    name: &'static str,
+    url: String,
+    prefix: Option<ObjectPath>,
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl ObjectStoreBacked {
+    fn path(&self, file: &str) -> ObjectPath {
+        match &self.prefix {
+            Some(p) => p.clone().join(file),
+            None => ObjectPath::from(file),
+        }
+    }
+
+    fn err(&self, action: &'static str, file: &str, e: object_store::Error) -> Error {
+        Error::new(self.name, action, self.location(file), e)
+    }
+}
+
+impl Store for ObjectStoreBacked {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn location(&self, file: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("{}/{p}/{file}", self.url),
+            None => format!("{}/{file}", self.url),
+        }
+    }
+
+    fn chunk_size(&self) -> usize {
+        OBJECT_PART_SIZE
+    }
+
+    fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Box<dyn Writer>>> {
+        Box::pin(async move {
+            let upload = self
+                .inner
+                .put_multipart(&self.path(file))
+                .await
+                .map_err(|e| self.err("starting the multipart upload of", file, e))?;
+            let writer: Box<dyn Writer> = Box::new(MultipartWriter {
+                store: self.name,
+                target: self.location(file),
+                inner: WriteMultipart::new_with_chunk_size(upload, OBJECT_PART_SIZE),
+            });
+            Ok(writer)
+        })
+    }
+
+    fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.inner
+                .put(&self.path(file), PutPayload::from(body))
+                .await
+                .map(drop)
+                .map_err(|e| self.err("uploading", file, e))
+        })
+    }
+
+    fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            match self.inner.head(&self.path(file)).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.err("reading the size of", file, e)),
+            }
+        })
+    }
+
+    fn sha256<'a>(&'a self, _file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let depth = self.prefix.as_ref().map_or(0, ObjectPath::parts_count);
+            let metas: Vec<_> = self
+                .inner
+                .list(self.prefix.as_ref())
+                .try_collect()
+                .await
+                .map_err(|e| self.err("listing", "", e))?;
+            Ok(metas
+                .into_iter()
+                .filter(|m| m.location.parts_count() == depth + 1)
+                .filter_map(|m| m.location.filename().map(str::to_owned))
+                .collect())
+        })
+    }
+
+    fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self.inner.delete(&self.path(file)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.err("deleting", file, e)),
+            }
+        })
+    }
+}
+
+/// A multipart upload with bounded parts in flight.
+struct MultipartWriter {
+    store: &'static str,
+    target: String,
+    inner: WriteMultipart,
+}
+
+impl Writer for MultipartWriter {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.inner
+                .wait_for_capacity(OBJECT_PARTS_IN_FLIGHT)
+                .await
+                .map_err(|e| Error::new(self.store, "uploading a part of", &self.target, e))?;
+            self.inner.put(chunk);
+            Ok(())
+        })
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            // On error, WriteMultipart::finish aborts the upload itself.
+            let Self {
+                store,
+                target,
+                inner,
+            } = *self;
+            inner
+                .finish()
+                .await
+                .map(drop)
+                .map_err(|e| Error::new(store, "completing the multipart upload of", target, e))
+        })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let Self {
+                store,
+                target,
+                inner,
+            } = *self;
+            inner
+                .abort()
+                .await
+                .map_err(|e| Error::new(store, "aborting the multipart upload of", target, e))
+        })
+    }
+}
+
+/// A local directory: a PVC mounted as a workspace.
+struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    fn err(&self, action: &'static str, file: &str, e: std::io::Error) -> Error {
+        Error::new("dir", action, self.location(file), e)
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+impl Store for DirStore {
+    fn name(&self) -> &'static str {
+        "dir"
+    }
+
+    fn location(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn chunk_size(&self) -> usize {
+        DIR_CHUNK_SIZE
+    }
+
+    fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Box<dyn Writer>>> {
+        Box::pin(async move {
+            let dir = self.dir.clone();
+            let tmp = blocking(move || fsutil::temp_file_in(&dir))
+                .await
+                .map_err(|e| self.err("creating a temp file for", file, e))?;
+            let writer: Box<dyn Writer> = Box::new(DirWriter {
+                tmp: Some(tmp),
+                dir: self.dir.clone(),
+                file: file.to_owned(),
+            });
+            Ok(writer)
+        })
+    }
+
+    fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (dir, name) = (self.dir.clone(), file.to_owned());
+            blocking(move || fsutil::write_atomic(&dir, &name, &body, true).map(drop))
+                .await
+                .map_err(|e| self.err("writing", file, e))
+        })
+    }
+
+    fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            match tokio::fs::metadata(self.dir.join(file)).await {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self.err("reading the size of", file, e)),
+            }
+        })
+    }
+
+    fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            let path = self.dir.join(file);
+            blocking(move || artifact::hash_file(&path).map(|(sha, _)| Some(sha)))
+                .await
+                .map_err(|e| self.err("reading back", file, e))
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let dir = self.dir.clone();
+            blocking(move || {
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(&dir)? {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file()
+                        && let Ok(name) = entry.file_name().into_string()
+                    {
+                        names.push(name);
+                    }
+                }
+                Ok(names)
+            })
+            .await
+            .map_err(|e| self.err("listing", "", e))
+        })
+    }
+
+    fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (dir, name) = (self.dir.clone(), file.to_owned());
+            blocking(move || {
+                match std::fs::remove_file(dir.join(&name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+                fsutil::fsync_dir(&dir)
+            })
+            .await
+            .map_err(|e| self.err("deleting", file, e))
+        })
+    }
+}
+
+/// A file being written to a hidden temp file in the directory; renamed into place on finish.
+struct DirWriter {
+    tmp: Option<tempfile::NamedTempFile>,
+    dir: PathBuf,
+    file: String,
+}
+
+impl DirWriter {
+    fn err(&self, action: &'static str, e: std::io::Error) -> Error {
+        Error::new(
+            "dir",
+            action,
+            self.dir.join(&self.file).display().to_string(),
+            e,
+        )
+    }
+}
+
+impl Writer for DirWriter {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(mut tmp) = self.tmp.take() else {
+                return Err(self.err("writing", std::io::Error::other("writer already failed")));
+            };
+            let result = tokio::task::spawn_blocking(move || {
+                let r = tmp.write_all(&chunk);
+                (tmp, r)
+            })
+            .await;
+            match result {
+                Ok((tmp, Ok(()))) => {
+                    self.tmp = Some(tmp);
+                    Ok(())
+                }
+                // Dropping the temp file removes it.
+                Ok((_tmp, Err(e))) => Err(self.err("writing", e)),
+                Err(e) => Err(self.err("writing", std::io::Error::other(e))),
+            }
+        })
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let Some(tmp) = self.tmp.take() else {
+                return Err(self.err("writing", std::io::Error::other("writer already failed")));
+            };
+            let (dir, file) = (self.dir.clone(), self.file.clone());
+            blocking(move || {
+                tmp.as_file().sync_all()?;
+                // Replacing is deliberate: a re-run of the same snapshot rewrites it whole, and
+                // its `.sha256` was removed before, so no complete-looking mix can be seen.
+                tmp.persist(dir.join(&file)).map_err(|e| e.error)?;
+                fsutil::fsync_dir(&dir)
+            })
+            .await
+            .map_err(|e| self.err("syncing and renaming into place", e))
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            if let Some(tmp) = self.tmp.take() {
+                blocking(move || tmp.close())
+                    .await
+                    .map_err(|e| self.err("removing the temp file for", e))?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! One verified snapshot into one store: snapshot, `.json`, `.sha256` last, then read back.
+//!
+//! The snapshot is streamed in the store's chunk size, so memory stays bounded whatever its size
+//! (the S3 store keeps a few parts in flight). Every byte sent is hashed again on the way: if
+//! the workspace file changed after it was verified, the copy is refused. A cancellation
+//! (SIGTERM) aborts the upload, so nothing appears under the snapshot's name, and an upload
+//! that completed just as the signal came is removed again.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use vault_backup_common::artifact::{self, Artifact, ArtifactError};
+
+use crate::store::{self, Store, Writer};
+
+/// How often a long upload logs its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A snapshot in the workspace that matched its `.sha256`, with its sidecars in memory.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The workspace directory.
+    pub dir: PathBuf,
+    /// The snapshot.
+    pub artifact: Artifact,
+    /// Its SHA-256 (hex), as verified.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The manifest's bytes, if the workspace has one.
+    pub manifest: Option<Vec<u8>>,
+    /// The checksum file's bytes, uploaded unchanged so `sha256sum -c` works in every store.
+    pub checksum: Vec<u8>,
+}
+
+impl Source {
+    /// Verifies `dir/<name>.snap` against its `.sha256` and reads the sidecars.
+    ///
+    /// # Errors
+    /// [`ArtifactError`] if the snapshot is incomplete, unreadable or does not match.
+    pub fn verified(dir: &Path, artifact: &Artifact) -> Result<Self, ArtifactError> {
+        let v = artifact::verify_in_dir(dir, artifact)?;
+        let read = |file: String| {
+            let path = dir.join(file);
+            std::fs::read(&path).map_err(|source| ArtifactError::Io { path, source })
+        };
+        let checksum = read(artifact.sha256_file())?;
+        let manifest = match read(artifact.manifest_file()) {
+            Ok(m) => Some(m),
+            Err(ArtifactError::Io { source, path })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                warn!(path = %path.display(), "the snapshot has no manifest; copying it without one");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            artifact: artifact.clone(),
+            sha256: v.sha256,
+            bytes: v.bytes,
+            manifest,
+            checksum,
+        })
+    }
+}
+
+/// Why one store did not get its copy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The workspace file could not be read while uploading.
+    #[error("reading {} from the workspace", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The copy differs from what was verified.
+    #[error("{location}: {what} is {actual} but should be {expected}; the copy is not trusted")]
+    Mismatch {
+        /// The copy.
+        location: String,
+        /// What was compared.
+        what: &'static str,
+        /// What the copy has.
+        actual: String,
+        /// What it should have.
+        expected: String,
+    },
+    /// Cancelled by a signal; the upload was aborted.
+    #[error("{location}: interrupted, upload aborted")]
+    Interrupted {
+        /// The copy that was being written.
+        location: String,
+    },
+}
+
+/// Tells uploads to stop; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cancel(watch::Receiver<bool>);
+
+/// The sending side of [`Cancel`].
+#[derive(Debug)]
+pub struct Trigger(watch::Sender<bool>);
+
+impl Trigger {
+    /// Cancels every [`Cancel`] made with this trigger.
+    pub fn cancel(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Cancel {
+    /// A new trigger and its cancellation.
+    #[must_use]
+    pub fn new() -> (Trigger, Self) {
+        let (tx, rx) = watch::channel(false);
+        (Trigger(tx), Self(rx))
+    }
+
+    /// Whether cancellation was requested.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once cancellation is requested (never, if the trigger is dropped unused).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Waits for SIGTERM (what Kubernetes sends) or SIGINT and returns its name; `None` if the
+/// handlers cannot be installed.
+pub async fn termination() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    tokio::select! {
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    }
+}
+
+/// Copies `source` into `store`: snapshot, manifest, checksum file last; then reads it back.
+///
+/// # Errors
+/// [`Error`]; the store then holds no file under the snapshot's name that was not there, and
+/// never a `.sha256` for a copy that is not whole.
+pub async fn upload(store: &dyn Store, source: &Source, cancel: &Cancel) -> Result<(), Error> {
+    let a = &source.artifact;
+    let snap = a.snap_file();
+    let location = store.location(&snap);
+    // A copy of the same name from an earlier run becomes incomplete before it is replaced, so
+    // no reader ever pairs an old checksum with new bytes.
+    store.delete(&a.sha256_file()).await?;
+
+    let writer = store.begin(&snap).await?;
+    info!(store = store.name(), location = %location, bytes = source.bytes, "upload started");
+    let sent = match stream(store, writer, source, cancel, &location).await {
+        Ok(sent) => sent,
+        Err(e) => return Err(e),
+    };
+    if cancel.is_cancelled() {
+        // Completed in the instant the signal came: take it back rather than leave a copy
+        // nobody checked.
+        store.delete(&snap).await?;
+        return Err(Error::Interrupted { location });
+    }
+    if sent != source.sha256 {
+        store.delete(&snap).await?;
+        return Err(Error::Mismatch {
+            location,
+            what: "the SHA-256 of the bytes sent (the workspace file changed after it was verified)",
+            actual: sent,
+            expected: source.sha256.clone(),
+        });
+    }
+    let size = store.size(&snap).await?;
+    if size != Some(source.bytes) {
+        return Err(Error::Mismatch {
+            location,
+            what: "the size read back",
+            actual: size.map_or_else(|| "missing".to_owned(), |s| s.to_string()),
+            expected: source.bytes.to_string(),
+        });
+    }
+    if let Some(stored) = store.sha256(&snap).await?
+        && stored != source.sha256
+    {
+        return Err(Error::Mismatch {
+            location,
+            what: "the SHA-256 read back",
+            actual: stored,
+            expected: source.sha256.clone(),
+        });
+    }
+
+    if let Some(manifest) = &source.manifest {
+        put_checked(store, &a.manifest_file(), manifest.clone()).await?;
+    }
+    put_checked(store, &a.sha256_file(), source.checksum.clone()).await?;
+    Ok(())
+}
+
+async fn put_checked(store: &dyn Store, file: &str, body: Vec<u8>) -> Result<(), Error> {
+    let len = body.len() as u64;
+    store.put(file, body).await?;
+    let size = store.size(file).await?;
+    if size == Some(len) {
+        Ok(())
+    } else {
+        Err(Error::Mismatch {
+            location: store.location(file),
+            what: "the size read back",
+            actual: size.map_or_else(|| "missing".to_owned(), |s| s.to_string()),
+            expected: len.to_string(),
+        })
+    }
+}
+
+/// Streams the snapshot into `writer`; returns the SHA-256 of what was sent. Aborts the writer
+/// on any failure or on cancellation.
+async fn stream(
+    store: &dyn Store,
+    mut writer: Box<dyn Writer>,
+    source: &Source,
+    cancel: &Cancel,
+    location: &str,
+) -> Result<String, Error> {
+    let path = source.dir.join(source.artifact.snap_file());
+    let mut reader = match Chunks::open(&path, store.chunk_size()).await {
+        Ok(r) => r,
+        Err(e) => {
+            abort(store, writer, location).await;
+            return Err(e);
+        }
+    };
+    let started = Instant::now();
+    let mut last_log = started;
+    let mut done = 0u64;
+    loop {
+        let step = async {
+            let chunk = reader.next().await?;
+            if let Some(chunk) = chunk.clone() {
+                writer.write(chunk).await?;
+            }
+            Ok::<_, Error>(chunk)
+        };
+        let outcome = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            r = step => Some(r),
+        };
+        match outcome {
+            None => {
+                abort(store, writer, location).await;
+                return Err(Error::Interrupted {
+                    location: location.to_owned(),
+                });
+            }
+            Some(Err(e)) => {
+                abort(store, writer, location).await;
+                return Err(e);
+            }
+            Some(Ok(None)) => break,
+            Some(Ok(Some(chunk))) => done += chunk.len() as u64,
+        }
+        if last_log.elapsed() >= PROGRESS_EVERY {
+            last_log = Instant::now();
+            info!(
+                store = store.name(),
+                bytes = done,
+                total = source.bytes,
+                percent = done * 100 / source.bytes.max(1),
+                mb_per_s = format_args!("{:.1}", crate::mb_per_s(done, started.elapsed())),
+                "uploading"
+            );
+        }
+    }
+    if cancel.is_cancelled() {
+        abort(store, writer, location).await;
+        return Err(Error::Interrupted {
+            location: location.to_owned(),
+        });
+    }
+    // Not raced against the signal: completing takes the last parts in flight and one request,
+    // and a completed copy is removed again by the caller if a signal came meanwhile.
+    writer.finish().await?;
+    Ok(reader.finish())
+}
+
+async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
+    match writer.abort().await {
+        Ok(()) => info!(store = store.name(), location, "upload aborted"),
+        Err(e) => warn!(
+            store = store.name(),
+            location,
+            "could not abort the upload (a bucket lifecycle rule for incomplete multipart uploads cleans it up): {}",
+            crate::error_chain(&e)
+        ),
+    }
+}
+
+/// Reads a file in fixed-size chunks on the blocking pool, hashing as it goes.
+struct Chunks {
+    path: PathBuf,
+    state: Option<(File, Sha256)>,
+    chunk: usize,
+}
+
+impl Chunks {
+    async fn open(path: &Path, chunk: usize) -> Result<Self, Error> {
+        let p = path.to_owned();
+        let file = tokio::task::spawn_blocking(move || File::open(p))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            state: Some((file, Sha256::new())),
+            chunk,
+        })
+    }
+
+    /// The next chunk, or `None` at the end of the file.
+    async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        let Some((file, mut hasher)) = self.state.take() else {
+            return Err(self.read_error(std::io::Error::other("reader already failed")));
+        };
+        let size = self.chunk as u64;
+        let chunk = self.chunk;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(chunk);
+            let mut limited = file.take(size);
+            let r = limited.read_to_end(&mut buf);
+            hasher.update(&buf);
+            (limited.into_inner(), hasher, r.map(|_| buf))
+        })
+        .await;
+        match result {
+            Ok((file, hasher, Ok(buf))) => {
+                self.state = Some((file, hasher));
+                Ok((!buf.is_empty()).then(|| Bytes::from(buf)))
+            }
+            Ok((_, _, Err(e))) => Err(self.read_error(e)),
+            Err(e) => Err(self.read_error(std::io::Error::other(e))),
+        }
+    }
+
+    /// The SHA-256 (hex) of everything read.
+    fn finish(self) -> String {
+        self.state
+            .map(|(_, h)| hex::encode(h.finalize()))
+            .unwrap_or_default()
+    }
+
+    fn read_error(&self, source: std::io::Error) -> Error {
+        Error::Read {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}

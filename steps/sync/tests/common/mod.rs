@@ -1,0 +1,307 @@
+//! Shared fixtures for the sync step's integration tests: workspaces with real snapshot
+//! artifacts, the binary with a clean environment, and checks with the tools a person would use.
+
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use vault_backup_common::artifact::{self, Artifact, MANIFEST_VERSION, Manifest};
+use vault_backup_testbed::seaweed::SeaweedFs;
+
+pub const PREFIX_IN_BUCKET: &str = "backups/vault";
+
+pub fn at(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap()
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a snapshot the way the snapshot step leaves it: a gzip'd tar (`meta.json`,
+/// `state.bin` of `bytes` random bytes, `SHA256SUMS`) as `<name>.snap`, then the manifest and
+/// the checksum file through the common crate. Hashing uses `sha256sum` (fast in debug builds).
+pub fn write_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: u64) -> Artifact {
+    let a = Artifact::timestamped(prefix, time);
+    let staging = tempfile::tempdir().unwrap();
+    let s = staging.path();
+    run_ok(
+        Command::new("head")
+            .args(["-c", &bytes.to_string(), "/dev/urandom"])
+            .stdout(std::fs::File::create(s.join("state.bin")).unwrap()),
+    );
+    std::fs::write(
+        s.join("meta.json"),
+        format!(r#"{{"Index":42,"Term":3,"Size":{bytes}}}"#),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("sha256sum meta.json state.bin > SHA256SUMS")
+            .current_dir(s),
+    );
+    let snap = dir.join(a.snap_file());
+    run_ok(Command::new("tar").arg("-czf").arg(&snap).args([
+        "-C",
+        &s.display().to_string(),
+        "meta.json",
+        "state.bin",
+        "SHA256SUMS",
+    ]));
+    let (sha, size) = sha256sum(&snap);
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        name: a.name().to_owned(),
+        file: a.snap_file(),
+        bytes: size,
+        sha256: sha,
+        created_at: time,
+        leader_address: "http://127.0.0.1:8200".into(),
+        server_version: Some("2.7.2".into()),
+        raft_index: 42,
+        raft_term: 3,
+        tool: "sync-tests".into(),
+    };
+    artifact::write_sidecars(dir, &a, &manifest).unwrap();
+    a
+}
+
+/// A large snapshot file of `bytes` random bytes with its sidecars (no tar: quicker to make).
+pub fn write_big_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: u64) -> Artifact {
+    let a = Artifact::timestamped(prefix, time);
+    let snap = dir.join(a.snap_file());
+    run_ok(
+        Command::new("head")
+            .args(["-c", &bytes.to_string(), "/dev/urandom"])
+            .stdout(std::fs::File::create(&snap).unwrap()),
+    );
+    let (sha, size) = sha256sum(&snap);
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        name: a.name().to_owned(),
+        file: a.snap_file(),
+        bytes: size,
+        sha256: sha,
+        created_at: time,
+        leader_address: "http://127.0.0.1:8200".into(),
+        server_version: None,
+        raft_index: 1,
+        raft_term: 1,
+        tool: "sync-tests".into(),
+    };
+    artifact::write_sidecars(dir, &a, &manifest).unwrap();
+    a
+}
+
+/// `sha256sum FILE` → (hex, size).
+pub fn sha256sum(path: &Path) -> (String, u64) {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex = text.split_whitespace().next().unwrap().to_owned();
+    (hex, std::fs::metadata(path).unwrap().len())
+}
+
+/// Runs `sha256sum -c FILE` in `dir` and asserts it passes.
+pub fn sha256sum_check(dir: &Path, sha_file: &str) {
+    let out = Command::new("sha256sum")
+        .args(["-c", sha_file])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sha256sum -c {sha_file} in {} failed: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Flips one byte (XOR 0xff) in the middle of a file, well past any header.
+pub fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// File names in a directory, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The environment for the binary with SeaweedFS as the S3 store, plain form.
+pub fn s3_env(s3: &SeaweedFs) -> BTreeMap<String, String> {
+    [
+        ("S3_ENDPOINT", s3.endpoint()),
+        ("S3_BUCKET", s3.bucket().to_owned()),
+        ("S3_PREFIX", PREFIX_IN_BUCKET.to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The step's binary with exactly `env` (plus PATH), nothing inherited.
+pub fn command(env: &BTreeMap<String, String>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snapshot-sync"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .envs(env)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the binary to completion.
+pub fn run_binary(env: &BTreeMap<String, String>) -> (Option<i32>, String) {
+    let Output { status, stderr, .. } = command(env).output().unwrap();
+    (status.code(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+/// A running binary whose stderr lines arrive on a channel (and are kept for the assertion
+/// messages).
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(env: &BTreeMap<String, String>) -> Self {
+        let mut child = command(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing every one of `needles`.
+    pub fn wait_for_line(&mut self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needles:?} within {timeout:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the exit and returns the code and the whole of stderr.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen.join("\n"))
+    }
+}
+
+/// A temp directory path as a string.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Stage dated snapshots (tiny `.snap` files with proper sidecars) in `dir`.
+pub fn stage_dated(dir: &Path, prefix: &str, times: &[DateTime<Utc>]) -> Vec<Artifact> {
+    times
+        .iter()
+        .map(|t| {
+            let a = Artifact::timestamped(prefix, *t);
+            let body = format!("snapshot taken at {t}\n");
+            std::fs::write(dir.join(a.snap_file()), &body).unwrap();
+            let (sha, bytes) = sha256sum(&dir.join(a.snap_file()));
+            let m = Manifest {
+                manifest_version: MANIFEST_VERSION,
+                name: a.name().to_owned(),
+                file: a.snap_file(),
+                bytes,
+                sha256: sha,
+                created_at: *t,
+                leader_address: "http://127.0.0.1:8200".into(),
+                server_version: None,
+                raft_index: 1,
+                raft_term: 1,
+                tool: "sync-tests".into(),
+            };
+            artifact::write_sidecars(dir, &a, &m).unwrap();
+            a
+        })
+        .collect()
+}
+
+/// Copies every file of `dir` into the bucket under [`PREFIX_IN_BUCKET`] with one CLI call.
+pub fn seed_bucket(s3: &SeaweedFs, dir: &Path) {
+    let out = s3.aws(&[
+        "s3",
+        "cp",
+        "--recursive",
+        "--only-show-errors",
+        &s(dir),
+        &format!("s3://{}/{PREFIX_IN_BUCKET}/", s3.bucket()),
+    ]);
+    assert!(
+        out.status.success(),
+        "seeding the bucket failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Keys under [`PREFIX_IN_BUCKET`], without the prefix.
+pub fn bucket_files(s3: &SeaweedFs) -> Vec<String> {
+    s3.keys(&format!("{PREFIX_IN_BUCKET}/"))
+        .into_iter()
+        .map(|k| {
+            k.trim_start_matches(&format!("{PREFIX_IN_BUCKET}/"))
+                .to_owned()
+        })
+        .collect()
+}
+
+pub fn path_of(dir: &Path, file: &str) -> PathBuf {
+    dir.join(file)
+}
