@@ -1,1 +1,171 @@
-//! Placeholder: written with its step.
+//! A canned Vault for edge cases a real server will not produce on demand.
+//!
+//! OpenBao never cuts a snapshot short or serves a tampered archive when asked to, yet those are
+//! exactly the failures a backup must catch (older Vault versions truncated snapshots without an
+//! error). This tiny HTTP/1.1 server answers `sys/leader` and `sys/seal-status` as a healthy
+//! raft leader would and serves the snapshot path as the test says: a whole body, a body cut
+//! short (the connection closes mid-chunk), or a fixed status. Everything else is a 404.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What the snapshot path answers.
+#[derive(Debug, Clone)]
+pub enum Snapshot {
+    /// 200 with this body, chunked, no Content-Length (as Vault does).
+    Body(Vec<u8>),
+    /// 200, then the first `n` bytes of this body, then the connection drops.
+    CutAfter(Vec<u8>, usize),
+    /// This status with a Vault-style error body.
+    Status(u16, String),
+}
+
+/// A running canned server; stops accepting when dropped.
+#[derive(Debug)]
+pub struct CannedVault {
+    addr: String,
+    snapshot_requests: Arc<AtomicUsize>,
+    plan: Arc<Mutex<Vec<Snapshot>>>,
+}
+
+impl CannedVault {
+    /// Starts on a free port. The snapshot path answers `plan[0]` for the first request,
+    /// `plan[1]` for the second, and the last entry for every request after that.
+    pub fn start(plan: Vec<Snapshot>) -> Self {
+        assert!(!plan.is_empty());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let snapshot_requests = Arc::new(AtomicUsize::new(0));
+        let plan = Arc::new(Mutex::new(plan));
+        let (count, p) = (snapshot_requests.clone(), plan.clone());
+        let me = addr.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (count, p, me) = (count.clone(), p.clone(), me.clone());
+                std::thread::spawn(move || serve(stream, &count, &p, &me));
+            }
+        });
+        Self {
+            addr,
+            snapshot_requests,
+            plan,
+        }
+    }
+
+    /// Its address, e.g. `http://127.0.0.1:40000`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// How many snapshot requests it has answered.
+    pub fn snapshot_requests(&self) -> usize {
+        self.snapshot_requests.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the plan.
+    pub fn set_plan(&self, plan: Vec<Snapshot>) {
+        *self.plan.lock().expect("plan") = plan;
+    }
+}
+
+fn serve(stream: TcpStream, count: &AtomicUsize, plan: &Mutex<Vec<Snapshot>>, me: &str) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut out = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; content_length];
+        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        let keep_going = match path.as_str() {
+            "/v1/sys/leader" => json(
+                &mut out,
+                200,
+                &format!(
+                    r#"{{"ha_enabled":true,"is_self":true,"leader_address":"{me}","leader_cluster_address":""}}"#
+                ),
+            ),
+            "/v1/sys/seal-status" => json(
+                &mut out,
+                200,
+                r#"{"sealed":false,"version":"canned","storage_type":"raft"}"#,
+            ),
+            "/v1/sys/storage/raft/snapshot" => {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let answer = {
+                    let plan = plan.lock().expect("plan");
+                    plan[n.min(plan.len() - 1)].clone()
+                };
+                match answer {
+                    Snapshot::Body(data) => chunked(&mut out, &data, None),
+                    Snapshot::CutAfter(data, cut) => chunked(&mut out, &data, Some(cut)),
+                    Snapshot::Status(code, msg) => {
+                        json(&mut out, code, &format!(r#"{{"errors":["{msg}"]}}"#))
+                    }
+                }
+            }
+            _ => json(&mut out, 404, r#"{"errors":[]}"#),
+        };
+        if !keep_going {
+            return;
+        }
+    }
+}
+
+fn json(out: &mut TcpStream, status: u16, body: &str) -> bool {
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    out.write_all(head.as_bytes())
+        .and_then(|()| out.write_all(body.as_bytes()))
+        .is_ok()
+}
+
+fn chunked(out: &mut TcpStream, data: &[u8], cut: Option<usize>) -> bool {
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if out.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    let end = cut.unwrap_or(data.len()).min(data.len());
+    for chunk in data[..end].chunks(16 * 1024) {
+        if out
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || out.write_all(chunk).is_err()
+            || out.write_all(b"\r\n").is_err()
+        {
+            return false;
+        }
+    }
+    if cut.is_some() {
+        let _ = out.flush();
+        let _ = out.shutdown(std::net::Shutdown::Both);
+        return false;
+    }
+    out.write_all(b"0\r\n\r\n").is_ok()
+}

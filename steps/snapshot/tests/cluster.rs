@@ -1,0 +1,292 @@
+//! The snapshot step against real OpenBao: 3-node raft clusters with standby reads on and off,
+//! TLS with a CA made by the test, AppRole with only the shipped policy, a token without it,
+//! and a leader killed before the run. Each backup is proven by restoring it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{files, run_bin, sha256sum_check, shipped_policy};
+use rstest::rstest;
+use vault_backup_common::artifact::{Artifact, Manifest};
+use vault_backup_testbed::openbao::{Cluster, Options};
+use vault_snapshot::config::RawConfig;
+use vault_snapshot::{Config, run};
+
+fn config(addr: &str, dir: &std::path::Path, token: &str) -> Config {
+    Config::try_from(RawConfig {
+        vault_addr: addr.into(),
+        vault_token: Some(token.into()),
+        snapshot_dir: dir.display().to_string(),
+        snapshot_retries: Some("2".into()),
+        snapshot_retry_delay: Some("1s".into()),
+        ..RawConfig::default()
+    })
+    .expect("valid config")
+}
+
+/// Restores `snapshot` into a fresh single node, unseals it with the old cluster's key and
+/// returns what the old root token reads at `path`.
+fn restore_and_read(snapshot: &std::path::Path, old: &Cluster, path: &str, key: &str) -> String {
+    let fresh = Cluster::start(1, Options::default());
+    fresh
+        .restore_force(0, snapshot)
+        .expect("snapshot-force restore");
+    fresh.unseal_with(0, old.unseal_key());
+    let mut value = Err(String::new());
+    vault_backup_testbed::process::wait_until(
+        "the restored secret",
+        Duration::from_secs(20),
+        || {
+            value = fresh.read_secret_as(0, old.root_token(), path, key);
+            value.is_ok()
+        },
+    );
+    value.unwrap().trim().to_owned()
+}
+
+#[rstest]
+#[case::standby_reads_on(false)]
+#[case::standby_reads_off(true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_standby_the_snapshot_comes_from_the_leader_and_restores(
+    #[case] disable_standby_reads: bool,
+) {
+    let cluster = Cluster::start(
+        3,
+        Options {
+            disable_standby_reads,
+            ..Options::default()
+        },
+    );
+    cluster.write_secret("secret/app", &[("password", "hunter2"), ("user", "alice")]);
+    let leader = cluster.leader().expect("leader");
+    let standby = cluster.standby();
+    let dir = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let mut cfg = config(cluster.addr(standby), dir.path(), cluster.root_token());
+    cfg.results = vault_backup_common::tekton::Results::in_dir(results.path());
+
+    let summary = run(cfg).await.expect("snapshot");
+
+    assert_eq!(
+        summary.leader,
+        cluster.addr(leader),
+        "served by the leader, not the standby it was pointed at"
+    );
+    assert_eq!(summary.attempt, 1);
+    let a = Artifact::new(&summary.name);
+    assert_eq!(
+        files(dir.path()),
+        vec![a.snap_file(), a.manifest_file(), a.sha256_file()]
+    );
+    sha256sum_check(dir.path(), &a.sha256_file());
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(dir.path().join(a.manifest_file())).unwrap())
+            .unwrap();
+    assert_eq!(
+        (manifest.bytes, &manifest.sha256),
+        (summary.bytes, &summary.sha256)
+    );
+    assert_eq!(manifest.leader_address, cluster.addr(leader));
+    assert!(
+        manifest.raft_index > 0 && manifest.raft_term > 0,
+        "{manifest:?}"
+    );
+    assert!(
+        manifest
+            .server_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with('2')),
+        "{manifest:?}"
+    );
+    // Results are exact, with no trailing newline.
+    assert_eq!(
+        std::fs::read_to_string(results.path().join("snapshot-name")).unwrap(),
+        summary.name
+    );
+    assert_eq!(
+        std::fs::read_to_string(results.path().join("snapshot-sha256")).unwrap(),
+        summary.sha256
+    );
+    assert_eq!(
+        std::fs::read_to_string(results.path().join("snapshot-bytes")).unwrap(),
+        summary.bytes.to_string()
+    );
+
+    let restored = restore_and_read(&summary.path, &cluster, "secret/app", "password");
+    assert_eq!(restored, "hunter2");
+}
+
+#[test]
+fn tls_with_the_test_ca_and_approle_with_only_the_shipped_policy() {
+    let cluster = Cluster::start(
+        1,
+        Options {
+            tls: true,
+            ..Options::default()
+        },
+    );
+    cluster.write_secret("secret/db", &[("pw", "s3cr3t")]);
+    let policy_file = cluster.scratch().join("vault-backup.hcl");
+    std::fs::write(&policy_file, shipped_policy()).unwrap();
+    cluster.bao(
+        0,
+        &[
+            "policy",
+            "write",
+            "vault-backup",
+            &policy_file.display().to_string(),
+        ],
+    );
+    cluster.bao(0, &["auth", "enable", "approle"]);
+    cluster.bao(
+        0,
+        &[
+            "write",
+            "auth/approle/role/backup",
+            "token_policies=vault-backup",
+            "token_ttl=5m",
+        ],
+    );
+    let role_id = cluster.bao(
+        0,
+        &["read", "-field=role_id", "auth/approle/role/backup/role-id"],
+    );
+    let secret_id = cluster.bao(
+        0,
+        &[
+            "write",
+            "-f",
+            "-field=secret_id",
+            "auth/approle/role/backup/secret-id",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = cluster.scratch().join("secret-id");
+    std::fs::write(&secret_file, secret_id.trim()).unwrap();
+    let ca = cluster.ca_cert().unwrap().display().to_string();
+    let d = dir.path().display().to_string();
+    let s = secret_file.display().to_string();
+    let base = [
+        ("VAULT_ADDR", cluster.addr(0)),
+        ("VAULT_ROLE_ID", role_id.trim()),
+        ("VAULT_SECRET_ID_FILE", s.as_str()),
+        ("SNAPSHOT_DIR", d.as_str()),
+        ("SNAPSHOT_RETRIES", "1"),
+        ("SNAPSHOT_RETRY_DELAY", "1s"),
+    ];
+
+    // Without the CA the handshake fails, clearly and without retrying.
+    let (code, stderr) = run_bin(&base);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("TLS with vault at") && stderr.contains("VAULT_CACERT"),
+        "{stderr}"
+    );
+    assert!(
+        files(dir.path()).is_empty(),
+        "nothing left behind: {:?}",
+        files(dir.path())
+    );
+
+    let mut with_ca = base.to_vec();
+    with_ca.push(("VAULT_CACERT", ca.as_str()));
+    let (code, stderr) = run_bin(&with_ca);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("snapshot saved and verified"), "{stderr}");
+    assert!(
+        !stderr.contains(secret_id.trim()),
+        "the secret id must never be logged"
+    );
+    let snaps: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with(".snap.sha256"))
+        .collect();
+    assert_eq!(snaps.len(), 1, "{:?}", files(dir.path()));
+    sha256sum_check(dir.path(), &snaps[0]);
+
+    // A wrong secret id is a login failure, not retried, exit 1. (A fresh directory: a second
+    // snapshot in the same second would otherwise be refused for its name.)
+    std::fs::write(&secret_file, "not-the-secret-id").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let o = other.path().display().to_string();
+    with_ca.retain(|(k, _)| *k != "SNAPSHOT_DIR");
+    with_ca.push(("SNAPSHOT_DIR", o.as_str()));
+    let (code, stderr) = run_bin(&with_ca);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("login with approle at auth/approle"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_token_without_the_policy_exits_1_naming_the_policy_path() {
+    let cluster = Cluster::start(1, Options::default());
+    let token = cluster.token_with_policy(
+        "unrelated",
+        r#"path "secret/*" { capabilities = ["read"] }"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", cluster.addr(0)),
+        ("VAULT_TOKEN", &token),
+        ("SNAPSHOT_DIR", &d),
+        ("SNAPSHOT_RETRY_DELAY", "1s"),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("permission denied") && stderr.contains("sys/storage/raft/snapshot"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("backing off"),
+        "a 403 is not retried: {stderr}"
+    );
+    assert!(!stderr.contains(&token), "the token must never be logged");
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_leader_killed_before_the_run_is_survived_once_a_new_one_is_elected() {
+    let mut cluster = Cluster::start(3, Options::default());
+    cluster.write_secret("secret/app", &[("k", "before-failover")]);
+    let old_leader = cluster.leader().expect("leader");
+    let standby = cluster.standby();
+    let addr = cluster.addr(standby).to_owned();
+    cluster.kill(old_leader);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // Until the election ends, the standbys still name the dead leader: the first attempts
+    // fail to reach it, and a retry within the budget gets the new leader.
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", &addr),
+        ("VAULT_TOKEN", cluster.root_token()),
+        ("SNAPSHOT_DIR", &d),
+        ("SNAPSHOT_RETRIES", "8"),
+        ("SNAPSHOT_RETRY_DELAY", "1s"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("backing off"),
+        "the dead leader should have cost at least one retry: {stderr}"
+    );
+    let new_leader = cluster.wait_for_new_leader(old_leader);
+    assert!(
+        stderr.contains(&format!("leader={}", cluster.addr(new_leader)))
+            || stderr.contains(&format!("\"leader\":\"{}\"", cluster.addr(new_leader))),
+        "served by the new leader {}: {stderr}",
+        cluster.addr(new_leader)
+    );
+    let snap = files(dir.path())
+        .into_iter()
+        .find(|f| f.ends_with(".snap"))
+        .expect("a snapshot");
+    sha256sum_check(dir.path(), &format!("{snap}.sha256"));
+    assert_eq!(
+        restore_and_read(&dir.path().join(&snap), &cluster, "secret/app", "k"),
+        "before-failover"
+    );
+}

@@ -1,0 +1,54 @@
+//! Helpers shared by the snapshot step's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+use vault_backup_testbed::venv;
+
+/// Runs the real `vault-snapshot` binary with exactly `envs` (plus PATH) and returns its exit
+/// code and stderr.
+pub fn run_bin(envs: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vault-snapshot"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run vault-snapshot");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The names of the files in `dir`, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `sha256sum -c <file>` in `dir`, as a user would check a backup.
+pub fn sha256sum_check(dir: &Path, sha_file: &str) {
+    let out = Command::new("sha256sum")
+        .arg("-c")
+        .arg(sha_file)
+        .current_dir(dir)
+        .output()
+        .expect("sha256sum");
+    assert!(
+        out.status.success(),
+        "sha256sum -c {sha_file}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shipped least-privilege policy.
+pub fn shipped_policy() -> String {
+    std::fs::read_to_string(venv::workspace_root().join("tekton/vault-policy.hcl"))
+        .expect("tekton/vault-policy.hcl")
+}
