@@ -117,6 +117,55 @@ fn tls_material(dir: &Path) -> PathBuf {
     dir.join("ca.pem")
 }
 
+fn spawn_node(dir: &Path, i: usize, opts: Options) -> (Node, u16) {
+    let scheme = if opts.tls { "https" } else { "http" };
+    let id = format!("node{i}");
+    let (api, cluster) = (free_port(), free_port());
+    let data = dir.join(&id);
+    std::fs::create_dir_all(data.join("raft")).expect("mkdir");
+    let tls = if opts.tls {
+        format!(
+            "tls_cert_file = \"{0}/server.pem\"\n  tls_key_file = \"{0}/server.key\"",
+            dir.display()
+        )
+    } else {
+        "tls_disable = true".to_owned()
+    };
+    let config = format!(
+        r#"storage "raft" {{
+  path = "{raft}"
+  node_id = "{id}"
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{api}"
+  cluster_address = "127.0.0.1:{cluster}"
+  {tls}
+}}
+api_addr = "{scheme}://127.0.0.1:{api}"
+cluster_addr = "https://127.0.0.1:{cluster}"
+disable_standby_reads = {dsr}
+log_level = "info"
+"#,
+        raft = data.join("raft").display(),
+        dsr = opts.disable_standby_reads,
+    );
+    let config_path = data.join("config.hcl");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut cmd = Command::new(venv::bao());
+    cmd.arg("server")
+        .arg(format!("-config={}", config_path.display()));
+    let server = Server::spawn(&id, cmd, &data.join("server.log"));
+    (
+        Node {
+            id,
+            addr: format!("{scheme}://127.0.0.1:{api}"),
+            server,
+        },
+        api,
+    )
+}
+
 impl Cluster {
     /// Starts `n` nodes on free ports, initializes node 1 with one unseal key, joins the others
     /// to its raft cluster, unseals them all and waits until node 1 leads and every node is a
@@ -132,55 +181,7 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         let ca = opts.tls.then(|| tls_material(dir.path()));
-        let scheme = if opts.tls { "https" } else { "http" };
-        let mut nodes = Vec::new();
-        for i in 1..=n {
-            let id = format!("node{i}");
-            let (api, cluster) = (free_port(), free_port());
-            let data = dir.path().join(&id);
-            std::fs::create_dir_all(data.join("raft")).expect("mkdir");
-            let tls = if opts.tls {
-                format!(
-                    "tls_cert_file = \"{0}/server.pem\"\n  tls_key_file = \"{0}/server.key\"",
-                    dir.path().display()
-                )
-            } else {
-                "tls_disable = true".to_owned()
-            };
-            let config = format!(
-                r#"storage "raft" {{
-  path = "{raft}"
-  node_id = "{id}"
-  performance_multiplier = 1
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{api}"
-  cluster_address = "127.0.0.1:{cluster}"
-  {tls}
-}}
-api_addr = "{scheme}://127.0.0.1:{api}"
-cluster_addr = "https://127.0.0.1:{cluster}"
-disable_standby_reads = {dsr}
-log_level = "info"
-"#,
-                raft = data.join("raft").display(),
-                dsr = opts.disable_standby_reads,
-            );
-            let config_path = data.join("config.hcl");
-            std::fs::write(&config_path, config).expect("write config");
-            let mut cmd = Command::new(venv::bao());
-            cmd.arg("server")
-                .arg(format!("-config={}", config_path.display()));
-            let server = Server::spawn(&id, cmd, &data.join("server.log"));
-            nodes.push((
-                Node {
-                    id,
-                    addr: format!("{scheme}://127.0.0.1:{api}"),
-                    server,
-                },
-                api,
-            ));
-        }
+        let nodes: Vec<(Node, u16)> = (1..=n).map(|i| spawn_node(dir.path(), i, opts)).collect();
         for (node, port) in &nodes {
             wait_until(
                 &format!("{} to listen", node.id),

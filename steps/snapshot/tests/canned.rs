@@ -2,6 +2,8 @@
 //! short, a tampered archive, a sealed node. None may leave a `.snap` behind; each exits 1
 //! after its retries. Plus configuration errors, which exit 2 with one line.
 
+#![allow(clippy::case_sensitive_file_extension_comparisons)]
+
 mod common;
 
 use common::{files, run_bin};

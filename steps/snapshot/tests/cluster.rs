@@ -2,6 +2,8 @@
 //! TLS with a CA made by the test, AppRole with only the shipped policy, a token without it,
 //! and a leader killed before the run. Each backup is proven by restoring it.
 
+#![allow(clippy::case_sensitive_file_extension_comparisons)]
+
 mod common;
 
 use std::time::Duration;
