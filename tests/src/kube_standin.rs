@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -576,8 +577,7 @@ fn list(shared: &Shared, ns: &str, query: &BTreeMap<String, String>) -> Reply {
         let requirements = parse_selector(selector.as_deref().unwrap_or(""))
             .map_err(|e| format!("unable to parse requirement: {e}"))?;
         let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-            None => None,
-            Some(Ok(0)) => None,
+            None | Some(Ok(0)) => None,
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => return Err("limit: expected a whole number".to_owned()),
         };
@@ -669,7 +669,10 @@ fn delete(
 
 /// The token is opaque to clients; here it is the last name of the page, hex-encoded.
 fn encode_continue(last: &str) -> String {
-    let hex: String = last.bytes().map(|b| format!("{b:02x}")).collect();
+    let hex = last.bytes().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
     format!("standin-{hex}")
 }
 

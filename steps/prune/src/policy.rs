@@ -166,6 +166,10 @@ pub struct Decision {
 /// Decides, for each run, whether to delete it; see the module documentation for the rules.
 ///
 /// Returns one decision per run, in the order of `runs`.
+///
+/// # Panics
+/// Never: every run is classified in the first pass or ranked in the second, and an `expect`
+/// states that invariant rather than inventing a fallback reason.
 #[must_use]
 pub fn plan(runs: &[Run], policy: &Policy, now: DateTime<Utc>) -> Vec<Decision> {
     let mut reasons: Vec<Option<Reason>> = vec![None; runs.len()];

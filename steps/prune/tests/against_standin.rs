@@ -198,7 +198,7 @@ async fn one_failed_delete_does_not_stop_the_others_and_exits_1() {
     let Error::Incomplete { summary } = &err else {
         panic!("expected Incomplete, got {err:?}");
     };
-    assert_eq!(summary.failed, [victim.clone()]);
+    assert_eq!(summary.failed, std::slice::from_ref(&victim));
     assert_eq!(summary.deleted, want_deleted.len() - 1);
     assert!(
         err.to_string()
@@ -303,9 +303,12 @@ async fn a_run_already_gone_is_fine() {
     let standin = KubeStandIn::start();
     standin.add_taskrun(&TaskRun::new("here").succeeded(Some(Utc::now())));
     let kubeconfig = kube::config::Kubeconfig::read_from(standin.kubeconfig_path()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
     let taskruns = TaskRuns::new(kube::Client::try_from(config).unwrap(), "backups");
     assert_eq!(taskruns.delete("here").await.unwrap(), Deleted::Now);
     assert_eq!(taskruns.delete("here").await.unwrap(), Deleted::AlreadyGone);
