@@ -611,6 +611,15 @@ mod tests {
     }
 
     #[test]
+    fn usage_and_docs_list_every_variable_read() {
+        let names = env::variables::<RawConfig>();
+        assert_eq!(names.len(), 9, "{names:?}");
+        for name in names {
+            assert!(USAGE.contains(&format!("  {name} ")), "{name} missing from USAGE");
+        }
+    }
+
+    #[test]
     fn namespace_resolution_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("namespace");
