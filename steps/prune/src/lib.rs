@@ -615,7 +615,10 @@ mod tests {
         let names = env::variables::<RawConfig>();
         assert_eq!(names.len(), 9, "{names:?}");
         for name in names {
-            assert!(USAGE.contains(&format!("  {name} ")), "{name} missing from USAGE");
+            assert!(
+                USAGE.contains(&format!("  {name} ")),
+                "{name} missing from USAGE"
+            );
         }
     }
 
