@@ -36,7 +36,7 @@ pub const OBJECT_PART_SIZE: usize = 8 << 20;
 /// Parts uploaded at once; with the part being read, memory stays near 4 × 8 MiB.
 pub const OBJECT_PARTS_IN_FLIGHT: usize = 3;
 /// Write size for the directory store.
-pub const DIR_CHUNK_SIZE: usize = 1 << 20;
+pub const DIR_CHUNK_SIZE: usize = 4 << 20;
 
 /// A store operation that failed (after the retries `object_store` does itself).
 #[derive(Debug, thiserror::Error)]
