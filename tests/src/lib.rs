@@ -14,8 +14,10 @@
 #![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
 
 pub mod canned;
+pub mod e2e;
 pub mod kube_standin;
 pub mod openbao;
 pub mod process;
+pub mod runner;
 pub mod seaweed;
 pub mod venv;

@@ -1,0 +1,46 @@
+//! What each step binary reads, taken from the binaries' own config structs and result names,
+//! so the step runner can refuse a Task that sets a variable no binary reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vault_backup_common::env::variables;
+use vault_backup_common::tekton::path_variable;
+
+/// Variables every step reads besides its config struct.
+const COMMON: [&str; 3] = ["LOG_FORMAT", "RUST_LOG", "RESULTS_DIR"];
+
+fn set(config: Vec<String>, results: &[&str]) -> BTreeSet<String> {
+    config
+        .into_iter()
+        .chain(results.iter().map(|r| path_variable(r)))
+        .chain(COMMON.iter().map(|s| (*s).to_owned()))
+        .collect()
+}
+
+/// Binary name → the variables it reads.
+pub fn known_env() -> BTreeMap<String, BTreeSet<String>> {
+    BTreeMap::from([
+        (
+            "vault-snapshot".to_owned(),
+            set(
+                variables::<vault_snapshot::config::RawConfig>(),
+                &vault_snapshot::config::RESULTS,
+            ),
+        ),
+        (
+            "snapshot-sync".to_owned(),
+            set(
+                variables::<snapshot_sync::RawConfig>(),
+                &[
+                    snapshot_sync::RESULT_SYNCED_STORES,
+                    snapshot_sync::RESULT_S3_URL,
+                    snapshot_sync::RESULT_DIR_PATH,
+                ],
+            ),
+        ),
+        (
+            "taskrun-prune".to_owned(),
+            set(variables::<taskrun_prune::RawConfig>(), &[]),
+        ),
+    ])
+}

@@ -1,0 +1,215 @@
+//! `tekton/task.yaml` run as written, through the local step runner, against a real 3-node
+//! OpenBao cluster, SeaweedFS, a directory store and the Kubernetes API stand-in; and the runner
+//! refusing manifests that disagree with the binaries.
+
+#[path = "support/known_env.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use support::known_env;
+use vault_backup_testbed::e2e::{self, Environment, OLD_RUNS, PRUNE_KEEP};
+use vault_backup_testbed::runner::{self, RunError, RunSpec};
+use vault_backup_testbed::venv;
+
+#[test]
+fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
+    let env = Environment::start();
+    let outcome = env
+        .run_task(known_env(), false)
+        .expect("the Task runs as written");
+    for step in &outcome.steps {
+        assert_eq!(step.code, 0, "step {} failed:\n{}", step.name, step.stderr);
+    }
+    assert_eq!(
+        outcome
+            .steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["snapshot", "sync", "prune"]
+    );
+
+    let name = &outcome.results["snapshot-name"];
+    let sha = &outcome.results["snapshot-sha256"];
+    assert!(
+        name.starts_with("vault-") && name.ends_with('Z') && !name.contains('\n'),
+        "{name:?}"
+    );
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sha:?}"
+    );
+    let bytes: u64 = outcome.results["snapshot-bytes"]
+        .parse()
+        .expect("snapshot-bytes is a number");
+    let stores: Vec<&str> = outcome.results["synced-stores"].split(',').collect();
+    assert!(
+        stores.contains(&"s3") && stores.contains(&"dir"),
+        "{stores:?}"
+    );
+
+    // The directory store: the three files, sha256sum -c passes.
+    let snap = format!("{name}.snap");
+    assert_eq!(
+        std::fs::metadata(env.backups.join(&snap)).unwrap().len(),
+        bytes
+    );
+    e2e::sha256sum_check(&env.backups, &format!("{snap}.sha256"));
+    // S3: downloaded with the aws CLI, sha256sum -c passes, and it restores.
+    let downloaded = env.download_and_check(name, "prod/");
+    let restored = env.restore_and_read(&downloaded.join(&snap), "secret/db", "password");
+    assert_eq!(restored, "correct horse battery staple");
+
+    // Prune: the newest PRUNE_KEEP finished runs stay, the running one (this run) stays.
+    let deletions = env.kube.deletions();
+    assert_eq!(deletions.len(), OLD_RUNS - PRUNE_KEEP, "{deletions:?}");
+    let left = env.kube.taskruns();
+    assert!(
+        left.contains(&env.task_run_name),
+        "the current run is never pruned: {left:?}"
+    );
+    for keep in 0..PRUNE_KEEP {
+        assert!(
+            left.contains(&format!("vault-backup-old-{keep:02}")),
+            "newest runs stay: {left:?}"
+        );
+    }
+    let prune_log = &outcome.step("prune").unwrap().stderr;
+    assert!(!prune_log.contains(env.kube.token()), "no token in logs");
+}
+
+/// A spec whose servers do not exist: enough for the checks made before a step talks to anyone,
+/// and for a binary to reject its configuration.
+fn offline_spec(task_file: PathBuf, dir: &Path) -> RunSpec {
+    let secret = dir.join("config.yaml");
+    std::fs::write(
+        &secret,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-backup-config\nstringData:\n  \
+         VAULT_ADDR: http://127.0.0.1:9\n  VAULT_TOKEN: s.none\n  SNAPSHOT_RETRIES: \"0\"\n",
+    )
+    .unwrap();
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    RunSpec {
+        task_file,
+        workspaces: BTreeMap::from([("scratch".to_owned(), scratch)]),
+        objects: vec![secret],
+        bin_dir: venv::workspace_bin("vault-snapshot")
+            .parent()
+            .unwrap()
+            .to_owned(),
+        known_env: known_env(),
+        task_run_name: "run-1".into(),
+        namespace: "ns".into(),
+        results_dir: dir.join("results"),
+        ..RunSpec::default()
+    }
+}
+
+fn task_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(venv::workspace_root().join("tekton/task.yaml")).unwrap();
+    assert!(
+        text.contains(from),
+        "task.yaml no longer contains {from:?}; update this test"
+    );
+    let n = std::fs::read_dir(dir).unwrap().count();
+    let file = dir.join(format!("task-{n}.yaml"));
+    std::fs::write(&file, text.replacen(from, to, 1)).unwrap();
+    file
+}
+
+#[test]
+fn the_runner_refuses_a_task_that_disagrees_with_the_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        // A misspelt variable no binary reads.
+        (
+            task_with(d, "- name: SNAPSHOT_DIR\n", "- name: SNAPSHOT_DIRECTORY\n"),
+            "env SNAPSHOT_DIRECTORY is not read by vault-snapshot",
+        ),
+        // A result the Task does not declare.
+        (
+            task_with(
+                d,
+                "$(results.snapshot-name.path)",
+                "$(results.snapshot-id.path)",
+            ),
+            "cannot resolve $(results.snapshot-id.path)",
+        ),
+        // A param that does not exist.
+        (
+            task_with(d, "$(params.syncImage)", "$(params.sinkImage)"),
+            "cannot resolve $(params.sinkImage)",
+        ),
+        // A command that is not the image's binary.
+        (
+            task_with(
+                d,
+                "[\"/usr/local/bin/vault-snapshot\"]",
+                "[\"/usr/local/bin/vault-snap\"]",
+            ),
+            "is not the image's binary vault-snapshot",
+        ),
+        // An untagged image.
+        (
+            task_with(d, "vault-snapshot:0.1.0", "vault-snapshot"),
+            "has no tag",
+        ),
+        // A variable the binary requires, missing from the YAML: the binary says so (exit 2).
+        (
+            task_with(
+                d,
+                "        - name: SNAPSHOT_DIR\n          value: $(workspaces.scratch.path)\n",
+                "",
+            ),
+            "vault-snapshot rejected its configuration (exit 2)",
+        ),
+    ];
+    for (file, want) in cases {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let err = runner::run(&offline_spec(file, d))
+            .map(|o| o.steps)
+            .expect_err(want);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(want),
+            "want {want:?} in {msg:?}\n--- task ---\n{text}"
+        );
+        if want.contains("exit 2") {
+            assert!(
+                matches!(err, RunError::Config { .. }) && msg.contains("SNAPSHOT_DIR"),
+                "{msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_key_of_the_example_config_secret_is_read_by_a_step() {
+    let text =
+        std::fs::read_to_string(venv::workspace_root().join("tekton/config-secret.example.yaml"))
+            .unwrap();
+    let known: Vec<String> = known_env().into_values().flatten().collect();
+    let mut keys = 0;
+    for line in text.lines() {
+        let line = line.trim_start_matches([' ', '#']);
+        let Some((key, _)) = line.split_once(':') else {
+            continue;
+        };
+        if key.len() > 3
+            && key
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            keys += 1;
+            assert!(
+                known.contains(&key.to_owned()),
+                "config-secret.example.yaml has {key}, which no step reads"
+            );
+        }
+    }
+    assert!(keys > 20, "found only {keys} keys");
+}
