@@ -109,10 +109,15 @@ lint: $(VENV)/.installed $(LINT_VENV)/.installed $(NPM_DIR)/.installed ## cargo 
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(LINT_VENV)/bin/yamllint --strict tekton/ cronjob/
 	$(NPM_DIR)/node_modules/.bin/tekton-lint 'tekton/*.yaml'
-	$(LINT_VENV)/bin/checkov -d tekton --framework kubernetes --compact --quiet --skip-download
-	$(LINT_VENV)/bin/checkov -d cronjob --framework kubernetes --compact --quiet --skip-download
+	$(LINT_VENV)/bin/checkov --config-file .checkov.yaml -d tekton
+	$(LINT_VENV)/bin/checkov --config-file .checkov.yaml -d cronjob
 	kubectl kustomize tekton/ >/dev/null
 	kubectl kustomize cronjob/ >/dev/null
+
+.PHONY: demo
+demo: testbed ## run the whole backup job locally: OpenBao cluster, S3, directory, Task via the step runner, restore check
+	cargo build --quiet --workspace --bins
+	cargo run --quiet -p vault-backup-testbed --example demo
 
 .PHONY: fmt
 fmt: ## format the Rust code
