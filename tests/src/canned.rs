@@ -169,3 +169,126 @@ fn chunked(out: &mut TcpStream, data: &[u8], cut: Option<usize>) -> bool {
     }
     out.write_all(b"0\r\n\r\n").is_ok()
 }
+
+/// A Kubernetes TokenReview endpoint that accepts one service-account JWT, so that Vault's
+/// Kubernetes auth method can be tested without a cluster: OpenBao posts the client's JWT to
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews` and trusts the answer.
+#[derive(Debug)]
+pub struct TokenReviewer {
+    addr: String,
+    reviews: Arc<AtomicUsize>,
+}
+
+/// The service account the [`TokenReviewer`] vouches for.
+pub const SERVICE_ACCOUNT: (&str, &str, &str) = (
+    "vault-backup",
+    "vault-backup",
+    "0b1c6a52-6c1e-4d56-9a2e-3d1b2f4c5e6a",
+);
+
+impl TokenReviewer {
+    /// Starts on a free port; `jwt` is the one token it says is valid.
+    pub fn start(jwt: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let (count, jwt) = (reviews.clone(), jwt.to_owned());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (count, jwt) = (count.clone(), jwt.clone());
+                std::thread::spawn(move || review(stream, &count, &jwt));
+            }
+        });
+        Self { addr, reviews }
+    }
+
+    /// Its address, the `kubernetes_host` to configure.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// How many reviews it answered.
+    pub fn reviews(&self) -> usize {
+        self.reviews.load(Ordering::SeqCst)
+    }
+
+    /// An unsigned service-account JWT with the claims Vault reads (it verifies through the
+    /// TokenReview, not the signature, when no public keys are configured).
+    pub fn service_account_jwt() -> String {
+        let (ns, name, uid) = SERVICE_ACCOUNT;
+        let header = r#"{"alg":"RS256","kid":"test"}"#;
+        let claims = format!(
+            r#"{{"iss":"kubernetes/serviceaccount","sub":"system:serviceaccount:{ns}:{name}","kubernetes.io/serviceaccount/namespace":"{ns}","kubernetes.io/serviceaccount/service-account.name":"{name}","kubernetes.io/serviceaccount/service-account.uid":"{uid}","kubernetes.io/serviceaccount/secret.name":"{name}-token"}}"#
+        );
+        format!(
+            "{}.{}.{}",
+            b64url(header.as_bytes()),
+            b64url(claims.as_bytes()),
+            b64url(b"not-a-signature")
+        )
+    }
+}
+
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn review(stream: TcpStream, count: &AtomicUsize, jwt: &str) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut out = stream;
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; content_length];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
+    }
+    if !request_line.contains("/apis/authentication.k8s.io/v1/tokenreviews") {
+        json(&mut out, 404, "{}");
+        return;
+    }
+    count.fetch_add(1, Ordering::SeqCst);
+    let asked: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (ns, name, uid) = SERVICE_ACCOUNT;
+    let status = if asked["spec"]["token"] == jwt {
+        format!(
+            r#"{{"authenticated":true,"user":{{"username":"system:serviceaccount:{ns}:{name}","uid":"{uid}","groups":["system:serviceaccounts","system:serviceaccounts:{ns}"]}}}}"#
+        )
+    } else {
+        r#"{"authenticated":false,"error":"invalid bearer token"}"#.to_owned()
+    };
+    json(
+        &mut out,
+        201,
+        &format!(
+            r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","status":{status}}}"#
+        ),
+    );
+}

@@ -292,3 +292,102 @@ fn a_leader_killed_before_the_run_is_survived_once_a_new_one_is_elected() {
         "before-failover"
     );
 }
+
+#[test]
+fn kubernetes_login_with_the_service_account_token() {
+    use vault_backup_testbed::canned::{SERVICE_ACCOUNT, TokenReviewer};
+    let cluster = Cluster::start(
+        1,
+        Options {
+            tls: true,
+            ..Options::default()
+        },
+    );
+    let jwt = TokenReviewer::service_account_jwt();
+    let reviewer = TokenReviewer::start(&jwt);
+    let policy_file = cluster.scratch().join("vault-backup.hcl");
+    std::fs::write(&policy_file, shipped_policy()).unwrap();
+    cluster.bao(
+        0,
+        &[
+            "policy",
+            "write",
+            "vault-backup",
+            &policy_file.display().to_string(),
+        ],
+    );
+    cluster.bao(0, &["auth", "enable", "kubernetes"]);
+    let ca = cluster.ca_cert().unwrap().display().to_string();
+    cluster.bao(
+        0,
+        &[
+            "write",
+            "auth/kubernetes/config",
+            &format!("kubernetes_host={}", reviewer.addr()),
+            &format!("kubernetes_ca_cert=@{ca}"),
+            "disable_local_ca_jwt=true",
+        ],
+    );
+    let (ns, name, _) = SERVICE_ACCOUNT;
+    cluster.bao(
+        0,
+        &[
+            "write",
+            "auth/kubernetes/role/vault-backup",
+            &format!("bound_service_account_names={name}"),
+            &format!("bound_service_account_namespaces={ns}"),
+            "token_policies=vault-backup",
+            "token_ttl=5m",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = cluster.scratch().join("token");
+    std::fs::write(&jwt_file, &jwt).unwrap();
+    let (d, j) = (
+        dir.path().display().to_string(),
+        jwt_file.display().to_string(),
+    );
+    let mut envs = vec![
+        ("VAULT_ADDR", cluster.addr(0)),
+        ("VAULT_CACERT", ca.as_str()),
+        ("VAULT_AUTH_ROLE", "vault-backup"),
+        ("VAULT_AUTH_JWT_FILE", j.as_str()),
+        ("SNAPSHOT_DIR", d.as_str()),
+        ("SNAPSHOT_RETRIES", "0"),
+    ];
+    let (code, stderr) = run_bin(&envs);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        reviewer.reviews() >= 1,
+        "OpenBao asked the TokenReview endpoint"
+    );
+    assert!(!stderr.contains(&jwt), "the JWT must never be logged");
+    let sha = files(dir.path())
+        .into_iter()
+        .find(|f| f.ends_with(".snap.sha256"))
+        .expect("a snapshot");
+    sha256sum_check(dir.path(), &sha);
+
+    // A role the account is not bound to: a login failure, exit 1, not retried.
+    cluster.bao(
+        0,
+        &[
+            "write",
+            "auth/kubernetes/role/other",
+            "bound_service_account_names=other",
+            "bound_service_account_namespaces=other",
+            "token_policies=vault-backup",
+        ],
+    );
+    let other = tempfile::tempdir().unwrap();
+    let o = other.path().display().to_string();
+    envs.retain(|(k, _)| !matches!(*k, "VAULT_AUTH_ROLE" | "SNAPSHOT_DIR"));
+    envs.push(("VAULT_AUTH_ROLE", "other"));
+    envs.push(("SNAPSHOT_DIR", o.as_str()));
+    let (code, stderr) = run_bin(&envs);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("login with kubernetes role other at auth/kubernetes"),
+        "{stderr}"
+    );
+}
