@@ -114,6 +114,12 @@ lint: $(VENV)/.installed $(LINT_VENV)/.installed $(NPM_DIR)/.installed ## cargo 
 	kubectl kustomize tekton/ >/dev/null
 	kubectl kustomize cronjob/ >/dev/null
 
+.PHONY: bench
+bench: testbed ## sync vs the old sha256sum + aws s3 cp + cp on 512 MB (wall, peak RSS); binary and image sizes
+	tests/bench/sync_bench.sh 512 3
+	@echo
+	$(MAKE) --no-print-directory image-test
+
 .PHONY: demo
 demo: testbed ## run the whole backup job locally: OpenBao cluster, S3, directory, Task via the step runner, restore check
 	cargo build --quiet --workspace --bins
