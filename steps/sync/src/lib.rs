@@ -265,11 +265,70 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
         }
         return Ok(None);
     };
-    let tls_set = raw.s3_tls.is_some();
     let tls = cfg::parse_bool("S3_TLS", raw.s3_tls.as_deref(), true)?;
-    let scheme = if tls { "https" } else { "http" };
-    let (endpoint, endpoint_variable) = match (trimmed(&raw.bucket_host), trimmed(&raw.s3_endpoint))
+    let (endpoint, endpoint_variable) = s3_endpoint(raw, tls)?;
+    if !tls && raw.s3_cacert.is_some() {
+        return Err(ConfigError::new(
+            "S3_CACERT",
+            "is set but S3_TLS is false; a CA bundle only applies to https",
+        ));
+    }
+    let access_key_id = trimmed(&raw.aws_access_key_id).ok_or_else(|| {
+        ConfigError::new(
+            "AWS_ACCESS_KEY_ID",
+            "is required for the S3 store but not set",
+        )
+    })?;
+    let secret_access_key = raw
+        .aws_secret_access_key
+        .as_deref()
+        .map(|s| Secret::new(s.trim()))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "AWS_SECRET_ACCESS_KEY",
+                "is required for the S3 store but not set",
+            )
+        })?;
+    let prefix = trimmed(&raw.s3_prefix)
+        .map(|p| p.trim_matches('/').to_owned())
+        .unwrap_or_default();
+    if prefix
+        .split('/')
+        .any(|seg| (seg.is_empty() && !prefix.is_empty()) || seg == "." || seg == "..")
+        || prefix.chars().any(char::is_control)
     {
+        return Err(ConfigError::new(
+            "S3_PREFIX",
+            format!("expected a key prefix such as backups/vault, got {prefix:?}"),
+        ));
+    }
+    let ca_cert = raw
+        .s3_cacert
+        .as_deref()
+        .map(|path| {
+            std::fs::read(path.trim())
+                .map_err(|e| ConfigError::new("S3_CACERT", format!("cannot read {path}: {e}")))
+        })
+        .transpose()?;
+    Ok(Some(S3Config {
+        endpoint,
+        endpoint_variable,
+        bucket,
+        region: trimmed(&raw.bucket_region).unwrap_or_else(|| "us-east-1".to_owned()),
+        access_key_id,
+        secret_access_key,
+        prefix,
+        ca_cert,
+    }))
+}
+
+/// The S3 endpoint URL from `BUCKET_HOST`/`BUCKET_PORT` or `S3_ENDPOINT`, with the variable it
+/// came from; `None` for AWS itself.
+fn s3_endpoint(raw: &RawConfig, tls: bool) -> Result<(Option<String>, &'static str), ConfigError> {
+    let trimmed = |v: &Option<String>| v.as_deref().map(str::trim).map(str::to_owned);
+    let tls_set = raw.s3_tls.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    let endpoint = match (trimmed(&raw.bucket_host), trimmed(&raw.s3_endpoint)) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 "BUCKET_HOST, S3_ENDPOINT",
@@ -339,59 +398,7 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
             (None, "BUCKET_REGION")
         }
     };
-    if !tls && raw.s3_cacert.is_some() {
-        return Err(ConfigError::new(
-            "S3_CACERT",
-            "is set but S3_TLS is false; a CA bundle only applies to https",
-        ));
-    }
-    let access_key_id = trimmed(&raw.aws_access_key_id).ok_or_else(|| {
-        ConfigError::new(
-            "AWS_ACCESS_KEY_ID",
-            "is required for the S3 store but not set",
-        )
-    })?;
-    let secret_access_key = raw
-        .aws_secret_access_key
-        .as_deref()
-        .map(|s| Secret::new(s.trim()))
-        .ok_or_else(|| {
-            ConfigError::new(
-                "AWS_SECRET_ACCESS_KEY",
-                "is required for the S3 store but not set",
-            )
-        })?;
-    let prefix = trimmed(&raw.s3_prefix)
-        .map(|p| p.trim_matches('/').to_owned())
-        .unwrap_or_default();
-    if prefix
-        .split('/')
-        .any(|seg| (seg.is_empty() && !prefix.is_empty()) || seg == "." || seg == "..")
-        || prefix.chars().any(char::is_control)
-    {
-        return Err(ConfigError::new(
-            "S3_PREFIX",
-            format!("expected a key prefix such as backups/vault, got {prefix:?}"),
-        ));
-    }
-    let ca_cert = raw
-        .s3_cacert
-        .as_deref()
-        .map(|path| {
-            std::fs::read(path.trim())
-                .map_err(|e| ConfigError::new("S3_CACERT", format!("cannot read {path}: {e}")))
-        })
-        .transpose()?;
-    Ok(Some(S3Config {
-        endpoint,
-        endpoint_variable,
-        bucket,
-        region: trimmed(&raw.bucket_region).unwrap_or_else(|| "us-east-1".to_owned()),
-        access_key_id,
-        secret_access_key,
-        prefix,
-        ca_cert,
-    }))
+    Ok(endpoint)
 }
 
 /// Everything that can stop the step.

@@ -2,6 +2,9 @@
 //! SHA-256 checksums) and a temp directory standing in for the PVC. Copies are checked with the
 //! tools a person restoring would use: `aws s3 cp` and `sha256sum -c`.
 
+// Our own file names, lower-case by construction.
+#![allow(clippy::case_sensitive_file_extension_comparisons)]
+
 mod common;
 
 use std::collections::BTreeMap;

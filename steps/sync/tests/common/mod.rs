@@ -223,10 +223,12 @@ impl Running {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no line with {needles:?} within {timeout:?}; stderr so far:\n{}",
-                    self.seen.join("\n")
-                ),
+                Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "no line with {needles:?} within {timeout:?}; stderr so far:\n{}",
+                        self.seen.join("\n")
+                    )
+                }
             }
         }
     }
