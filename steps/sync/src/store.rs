@@ -85,6 +85,9 @@ pub trait Store: Send + Sync {
     /// The SHA-256 (hex) of `file` as stored, where the store can tell it cheaply; `None` where
     /// it cannot (S3 keeps per-part checksums that it verified on upload, not a whole-file one).
     fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+    /// Whether [`Store::sha256`] reads the whole copy back (then the upload need not hash the
+    /// bytes it sends as well).
+    fn reads_back_sha256(&self) -> bool;
     /// The names of the files directly in the store (not below).
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>>>;
     /// Deletes `file`; a file already gone is not an error.
@@ -257,6 +260,10 @@ impl Store for ObjectStoreBacked {
         Box::pin(async { Ok(None) })
     }
 
+    fn reads_back_sha256(&self) -> bool {
+        false
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         Box::pin(async move {
             let depth = self.prefix.as_ref().map_or(0, ObjectPath::parts_count);
@@ -399,6 +406,10 @@ impl Store for DirStore {
                 Err(e) => Err(self.err("reading the size of", file, e)),
             }
         })
+    }
+
+    fn reads_back_sha256(&self) -> bool {
+        true
     }
 
     fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
