@@ -70,31 +70,37 @@ impl CannedVault {
     }
 }
 
+/// Reads one HTTP/1.1 request: its request line and body (by Content-Length).
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).ok()? == 0 {
+        return None;
+    }
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; content_length];
+    std::io::Read::read_exact(reader, &mut body).ok()?;
+    Some((request_line, body))
+}
+
 fn serve(stream: TcpStream, count: &AtomicUsize, plan: &Mutex<Vec<Snapshot>>, me: &str) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut out = stream;
     loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        let Some((request_line, _body)) = read_request(&mut reader) else {
             return;
-        }
-        let mut content_length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; content_length];
-        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
-            return;
-        }
+        };
         let path = request_line
             .split_whitespace()
             .nth(1)
@@ -249,27 +255,9 @@ fn b64url(data: &[u8]) -> String {
 fn review(stream: TcpStream, count: &AtomicUsize, jwt: &str) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut out = stream;
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+    let Some((request_line, body)) = read_request(&mut reader) else {
         return;
-    }
-    let mut content_length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            content_length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; content_length];
-    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
-        return;
-    }
+    };
     if !request_line.contains("/apis/authentication.k8s.io/v1/tokenreviews") {
         json(&mut out, 404, "{}");
         return;

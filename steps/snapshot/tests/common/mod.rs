@@ -32,20 +32,7 @@ pub fn files(dir: &Path) -> Vec<String> {
 }
 
 /// `sha256sum -c <file>` in `dir`, as a user would check a backup.
-pub fn sha256sum_check(dir: &Path, sha_file: &str) {
-    let out = Command::new("sha256sum")
-        .arg("-c")
-        .arg(sha_file)
-        .current_dir(dir)
-        .output()
-        .expect("sha256sum");
-    assert!(
-        out.status.success(),
-        "sha256sum -c {sha_file}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub use vault_backup_testbed::e2e::sha256sum_check;
 
 /// The shipped least-privilege policy.
 pub fn shipped_policy() -> String {
