@@ -468,12 +468,11 @@ impl Cluster {
         self.try_bao_as(i, token, &["kv", "get", &format!("-field={key}"), path])
     }
 
-    /// Writes a policy and returns a token that has only it (no default policy).
+    /// Writes policy `name` with the HCL `hcl` at the leader and returns the leader's index.
     ///
     /// # Panics
-    /// If the CLI fails.
-    #[must_use]
-    pub fn token_with_policy(&self, name: &str, hcl: &str) -> String {
+    /// If there is no leader or the CLI fails.
+    pub fn write_policy(&self, name: &str, hcl: &str) -> usize {
         let leader = self.leader().expect("a leader");
         let file = self.dir.path().join(format!("{name}.hcl"));
         std::fs::write(&file, hcl).expect("write policy");
@@ -481,6 +480,16 @@ impl Cluster {
             leader,
             &["policy", "write", name, &file.display().to_string()],
         );
+        leader
+    }
+
+    /// Writes a policy and returns a token that has only it (no default policy).
+    ///
+    /// # Panics
+    /// If the CLI fails.
+    #[must_use]
+    pub fn token_with_policy(&self, name: &str, hcl: &str) -> String {
+        let leader = self.write_policy(name, hcl);
         let out = self.bao_json(
             leader,
             &[

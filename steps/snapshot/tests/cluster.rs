@@ -130,17 +130,7 @@ fn tls_with_the_test_ca_and_approle_with_only_the_shipped_policy() {
         },
     );
     cluster.write_secret("secret/db", &[("pw", "s3cr3t")]);
-    let policy_file = cluster.scratch().join("vault-backup.hcl");
-    std::fs::write(&policy_file, shipped_policy()).unwrap();
-    cluster.bao(
-        0,
-        &[
-            "policy",
-            "write",
-            "vault-backup",
-            &policy_file.display().to_string(),
-        ],
-    );
+    cluster.write_policy("vault-backup", &shipped_policy());
     cluster.bao(0, &["auth", "enable", "approle"]);
     cluster.bao(
         0,
@@ -305,17 +295,7 @@ fn kubernetes_login_with_the_service_account_token() {
     );
     let jwt = TokenReviewer::service_account_jwt();
     let reviewer = TokenReviewer::start(&jwt);
-    let policy_file = cluster.scratch().join("vault-backup.hcl");
-    std::fs::write(&policy_file, shipped_policy()).unwrap();
-    cluster.bao(
-        0,
-        &[
-            "policy",
-            "write",
-            "vault-backup",
-            &policy_file.display().to_string(),
-        ],
-    );
+    cluster.write_policy("vault-backup", &shipped_policy());
     cluster.bao(0, &["auth", "enable", "kubernetes"]);
     let ca = cluster.ca_cert().unwrap().display().to_string();
     cluster.bao(
