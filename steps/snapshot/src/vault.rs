@@ -172,12 +172,13 @@ impl Vault {
         h
     }
 
+    /// An unauthenticated `GET v1/<path>` whose 200 answer is JSON of type `T`.
     async fn get_json<T: for<'de> Deserialize<'de>>(
         &self,
         addr: &Url,
         path: &'static str,
-    ) -> Result<(StatusCode, Option<T>, String)> {
-        let url = format!("{}/{path}", base(addr));
+    ) -> Result<T> {
+        let url = format!("{}/v1/{path}", base(addr));
         let timeout = Duration::from_secs(30);
         let resp = self
             .http
@@ -191,17 +192,8 @@ impl Vault {
             .text()
             .await
             .map_err(|e| Self::transport(addr, e, timeout))?;
-        Ok((status, serde_json::from_str(&body).ok(), body))
-    }
-
-    /// `GET sys/leader` on one node.
-    ///
-    /// # Errors
-    /// Transport errors, [`Error::Sealed`] on a sealed node, [`Error::Http`] otherwise.
-    pub async fn leader_info(&self, addr: &Url) -> Result<LeaderInfo> {
-        let (status, info, body) = self.get_json::<LeaderInfo>(addr, "v1/sys/leader").await?;
-        match (status, info) {
-            (StatusCode::OK, Some(info)) => Ok(info),
+        match (status, serde_json::from_str(&body)) {
+            (StatusCode::OK, Ok(value)) => Ok(value),
             (StatusCode::SERVICE_UNAVAILABLE, _)
                 if body.to_ascii_lowercase().contains("sealed") =>
             {
@@ -209,11 +201,19 @@ impl Vault {
             }
             (status, _) => Err(Error::Http {
                 addr: base(addr),
-                what: "sys/leader",
+                what: path,
                 status: status.as_u16(),
                 detail: detail(&body),
             }),
         }
+    }
+
+    /// `GET sys/leader` on one node.
+    ///
+    /// # Errors
+    /// Transport errors, [`Error::Sealed`] on a sealed node, [`Error::Http`] otherwise.
+    pub async fn leader_info(&self, addr: &Url) -> Result<LeaderInfo> {
+        self.get_json(addr, "sys/leader").await
     }
 
     /// `GET sys/seal-status` on one node.
@@ -221,18 +221,7 @@ impl Vault {
     /// # Errors
     /// Transport errors or [`Error::Http`].
     pub async fn seal_status(&self, addr: &Url) -> Result<SealStatus> {
-        let (status, info, body) = self
-            .get_json::<SealStatus>(addr, "v1/sys/seal-status")
-            .await?;
-        match (status, info) {
-            (StatusCode::OK, Some(info)) => Ok(info),
-            (status, _) => Err(Error::Http {
-                addr: base(addr),
-                what: "sys/seal-status",
-                status: status.as_u16(),
-                detail: detail(&body),
-            }),
-        }
+        self.get_json(addr, "sys/seal-status").await
     }
 
     /// Finds the active node starting from `addr`, and checks that it says it leads, is
