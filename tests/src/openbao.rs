@@ -548,3 +548,46 @@ impl Cluster {
         self.nodes[i].server.log()
     }
 }
+
+/// An OpenBao dev server: in-memory storage, unsealed, root token `root`. Not raft, which is
+/// exactly what a test of the "not integrated storage" error needs.
+#[derive(Debug)]
+pub struct DevServer {
+    /// Its API address.
+    pub addr: String,
+    server: Server,
+    _dir: TempDir,
+}
+
+impl DevServer {
+    /// The dev server's root token.
+    pub const ROOT_TOKEN: &'static str = "root";
+
+    /// Starts a dev server on a free port and waits until it answers.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("openbao-dev-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let mut cmd = Command::new(venv::bao());
+        cmd.args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-root-token-id={}", Self::ROOT_TOKEN))
+            .env("HOME", dir.path());
+        let server = Server::spawn("dev", cmd, &dir.path().join("server.log"));
+        wait_until("the dev server to listen", Duration::from_secs(20), || {
+            port_open(port)
+        });
+        Self {
+            addr: format!("http://127.0.0.1:{port}"),
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}

@@ -371,3 +371,26 @@ fn kubernetes_login_with_the_service_account_token() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_server_without_raft_storage_is_refused_without_retrying() {
+    let dev = vault_backup_testbed::openbao::DevServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", &dev.addr),
+        (
+            "VAULT_TOKEN",
+            vault_backup_testbed::openbao::DevServer::ROOT_TOKEN,
+        ),
+        ("SNAPSHOT_DIR", &d),
+        ("SNAPSHOT_RETRY_DELAY", "1s"),
+    ]);
+    assert_eq!(code, 1, "{stderr}\n{}", dev.log());
+    assert!(
+        stderr.contains("does not use integrated storage (raft)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backing off"), "not retried: {stderr}");
+    assert!(files(dir.path()).is_empty());
+}
