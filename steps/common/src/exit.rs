@@ -90,6 +90,19 @@ where
     }
 }
 
+/// Waits for SIGTERM (what Kubernetes sends when a TaskRun is cancelled or times out) or SIGINT
+/// and returns its name; `None` at once if the handlers cannot be installed. Steps race their
+/// work against it so that partial output is removed rather than left behind.
+pub async fn termination() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    tokio::select! {
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    }
+}
+
 /// Logs an error and each of its sources, once each.
 pub fn report(err: &dyn std::error::Error) {
     tracing::error!("{err}");

@@ -32,14 +32,24 @@ pub fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
         .tempfile_in(dir)
 }
 
-/// Syncs `tmp` and moves it to `dir/name`, refusing to replace an existing file, then syncs `dir`.
+/// Syncs `tmp` and moves it to `dir/name`, then syncs `dir`. An existing file is replaced only
+/// if `replace` is true; otherwise the move fails with `AlreadyExists`.
 ///
 /// # Errors
-/// The I/O error; `AlreadyExists` if `dir/name` exists. On error the temp file is removed.
-pub fn persist_new(tmp: NamedTempFile, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+/// The I/O error. On error the temp file is removed.
+pub fn persist(
+    tmp: NamedTempFile,
+    dir: &Path,
+    name: &str,
+    replace: bool,
+) -> std::io::Result<PathBuf> {
     tmp.as_file().sync_all()?;
     let path = dir.join(name);
-    tmp.persist_noclobber(&path).map_err(|e| e.error)?;
+    if replace {
+        tmp.persist(&path).map_err(|e| e.error)?;
+    } else {
+        tmp.persist_noclobber(&path).map_err(|e| e.error)?;
+    }
     fsync_dir(dir)?;
     Ok(path)
 }
@@ -57,15 +67,7 @@ pub fn write_atomic(
 ) -> std::io::Result<PathBuf> {
     let mut tmp = temp_file_in(dir)?;
     tmp.write_all(bytes)?;
-    if replace {
-        tmp.as_file().sync_all()?;
-        let path = dir.join(name);
-        tmp.persist(&path).map_err(|e| e.error)?;
-        fsync_dir(dir)?;
-        Ok(path)
-    } else {
-        persist_new(tmp, dir, name)
-    }
+    persist(tmp, dir, name, replace)
 }
 
 #[cfg(test)]

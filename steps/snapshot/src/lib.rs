@@ -61,21 +61,7 @@ Exit codes: 0 done, 1 failed after retries, 2 invalid configuration. See README.
 pub async fn run(config: Config) -> Result<Summary> {
     tokio::select! {
         result = run_attempts(&config) => result,
-        signal = terminated() => Err(Error::Interrupted(signal)),
-    }
-}
-
-async fn terminated() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        Some(signal) = vault_backup_common::exit::termination() => Err(Error::Interrupted(signal)),
     }
 }
 
@@ -164,7 +150,7 @@ async fn attempt_once(
     let started = Instant::now();
     let got = download::receive(response, &config.snapshot_dir, &served).await?;
     let dir = &config.snapshot_dir;
-    let path = fsutil::persist_new(got.file, dir, &artifact.snap_file()).map_err(|source| {
+    let path = fsutil::persist(got.file, dir, &artifact.snap_file(), false).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             Error::Exists {
                 path: dir.join(artifact.snap_file()),

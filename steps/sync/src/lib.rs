@@ -508,7 +508,7 @@ impl StoreReport {
 pub async fn run(config: Config) -> Result<Summary> {
     let (trigger, cancel) = Cancel::new();
     let signals = tokio::spawn(async move {
-        if let Some(signal) = upload::termination().await {
+        if let Some(signal) = vault_backup_common::exit::termination().await {
             warn!(signal, "stopping: aborting uploads in flight");
             trigger.cancel();
         }

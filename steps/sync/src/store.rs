@@ -505,15 +505,11 @@ impl Writer for DirWriter {
                 return Err(self.err("writing", std::io::Error::other("writer already failed")));
             };
             let (dir, file) = (self.dir.clone(), self.file.clone());
-            blocking(move || {
-                tmp.as_file().sync_all()?;
-                // Replacing is deliberate: a re-run of the same snapshot rewrites it whole, and
-                // its `.sha256` was removed before, so no complete-looking mix can be seen.
-                tmp.persist(dir.join(&file)).map_err(|e| e.error)?;
-                fsutil::fsync_dir(&dir)
-            })
-            .await
-            .map_err(|e| self.err("syncing and renaming into place", e))
+            // Replacing is deliberate: a re-run of the same snapshot rewrites it whole, and its
+            // `.sha256` was removed before, so no complete-looking mix can be seen.
+            blocking(move || fsutil::persist(tmp, &dir, &file, true).map(drop))
+                .await
+                .map_err(|e| self.err("syncing and renaming into place", e))
         })
     }
 

@@ -146,18 +146,6 @@ impl Cancel {
     }
 }
 
-/// Waits for SIGTERM (what Kubernetes sends) or SIGINT and returns its name; `None` if the
-/// handlers cannot be installed.
-pub async fn termination() -> Option<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok()?;
-    let mut int = signal(SignalKind::interrupt()).ok()?;
-    tokio::select! {
-        _ = term.recv() => Some("SIGTERM"),
-        _ = int.recv() => Some("SIGINT"),
-    }
-}
-
 /// Copies `source` into `store`: snapshot, manifest, checksum file last; then reads it back.
 ///
 /// # Errors
