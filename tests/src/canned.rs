@@ -8,8 +8,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// What the snapshot path answers.
 #[derive(Debug, Clone)]
@@ -27,7 +27,6 @@ pub enum Snapshot {
 pub struct CannedVault {
     addr: String,
     snapshot_requests: Arc<AtomicUsize>,
-    plan: Arc<Mutex<Vec<Snapshot>>>,
 }
 
 impl CannedVault {
@@ -38,19 +37,18 @@ impl CannedVault {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
         let snapshot_requests = Arc::new(AtomicUsize::new(0));
-        let plan = Arc::new(Mutex::new(plan));
-        let (count, p) = (snapshot_requests.clone(), plan.clone());
+        let plan = Arc::new(plan);
+        let count = snapshot_requests.clone();
         let me = addr.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (count, p, me) = (count.clone(), p.clone(), me.clone());
+                let (count, p, me) = (count.clone(), plan.clone(), me.clone());
                 std::thread::spawn(move || serve(stream, &count, &p, &me));
             }
         });
         Self {
             addr,
             snapshot_requests,
-            plan,
         }
     }
 
@@ -62,11 +60,6 @@ impl CannedVault {
     /// How many snapshot requests it has answered.
     pub fn snapshot_requests(&self) -> usize {
         self.snapshot_requests.load(Ordering::SeqCst)
-    }
-
-    /// Replaces the plan.
-    pub fn set_plan(&self, plan: Vec<Snapshot>) {
-        *self.plan.lock().expect("plan") = plan;
     }
 }
 
@@ -94,7 +87,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> 
     Some((request_line, body))
 }
 
-fn serve(stream: TcpStream, count: &AtomicUsize, plan: &Mutex<Vec<Snapshot>>, me: &str) {
+fn serve(stream: TcpStream, count: &AtomicUsize, plan: &[Snapshot], me: &str) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut out = stream;
     loop {
@@ -121,10 +114,7 @@ fn serve(stream: TcpStream, count: &AtomicUsize, plan: &Mutex<Vec<Snapshot>>, me
             ),
             "/v1/sys/storage/raft/snapshot" => {
                 let n = count.fetch_add(1, Ordering::SeqCst);
-                let answer = {
-                    let plan = plan.lock().expect("plan");
-                    plan[n.min(plan.len() - 1)].clone()
-                };
+                let answer = plan[n.min(plan.len() - 1)].clone();
                 match answer {
                     Snapshot::Body(data) => chunked(&mut out, &data, None),
                     Snapshot::CutAfter(data, cut) => chunked(&mut out, &data, Some(cut)),

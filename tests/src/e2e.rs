@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use tempfile::TempDir;
 
+pub use crate::check::sha256sum_check;
 use crate::kube_standin::{KubeStandIn, TaskRun};
 use crate::openbao::{Cluster, Options};
 use crate::runner::{self, Outcome, RunError, RunSpec};
@@ -225,24 +225,4 @@ impl Environment {
         });
         value.expect("read").trim().to_owned()
     }
-}
-
-/// `sha256sum -c FILE` in `dir`.
-///
-/// # Panics
-/// If the check fails.
-pub fn sha256sum_check(dir: &Path, file: &str) {
-    let out = Command::new("sha256sum")
-        .arg("-c")
-        .arg(file)
-        .current_dir(dir)
-        .output()
-        .expect("sha256sum");
-    assert!(
-        out.status.success(),
-        "sha256sum -c {file} in {}: {}{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -14,6 +14,7 @@
 #![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
 
 pub mod canned;
+pub mod check;
 pub mod e2e;
 pub mod kube_standin;
 pub mod openbao;

@@ -284,18 +284,6 @@ impl Cluster {
         &self.nodes[i].addr
     }
 
-    /// How many nodes were started.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Whether the cluster has no nodes (never, once started).
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// Runs the `bao` CLI against node `i` as root and returns stdout.
     ///
     /// # Errors
@@ -540,12 +528,6 @@ impl Cluster {
             },
         );
         self.wait_for_leader(i);
-    }
-
-    /// Node `i`'s log so far.
-    #[must_use]
-    pub fn log(&self, i: usize) -> String {
-        self.nodes[i].server.log()
     }
 }
 

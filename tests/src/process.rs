@@ -51,12 +51,6 @@ impl Server {
         }
     }
 
-    /// The process id, while it runs.
-    #[must_use]
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Kills the process now (as a crash would) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -58,8 +58,6 @@ pub struct StepOutcome {
     pub code: i32,
     /// What it wrote to stderr.
     pub stderr: String,
-    /// The environment it ran with (names only, values may be secret).
-    pub env_names: Vec<String>,
 }
 
 /// The outcome of a run.
@@ -494,7 +492,6 @@ fn run_step(spec: &RunSpec, name: &str, path: &Path, env: &[(String, String)]) -
         name: name.to_owned(),
         code: status.code().unwrap_or(-1),
         stderr,
-        env_names: env.iter().map(|(k, _)| k.clone()).collect(),
     }
 }
 

@@ -1,7 +1,6 @@
 //! Helpers shared by the snapshot step's integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::process::Command;
 
 use vault_backup_testbed::venv;
@@ -21,18 +20,8 @@ pub fn run_bin(envs: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
-/// The names of the files in `dir`, sorted.
-pub fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// `sha256sum -c <file>` in `dir`, as a user would check a backup.
-pub use vault_backup_testbed::e2e::sha256sum_check;
+pub use vault_backup_testbed::check::{files, sha256sum_check};
 
 /// The shipped least-privilege policy.
 pub fn shipped_policy() -> String {

@@ -60,21 +60,7 @@ pub fn write_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: u64)
         "state.bin",
         "SHA256SUMS",
     ]));
-    let (sha, size) = sha256sum(&snap);
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        name: a.name().to_owned(),
-        file: a.snap_file(),
-        bytes: size,
-        sha256: sha,
-        created_at: time,
-        leader_address: "http://127.0.0.1:8200".into(),
-        server_version: Some("2.7.2".into()),
-        raft_index: 42,
-        raft_term: 3,
-        tool: "sync-tests".into(),
-    };
-    artifact::write_sidecars(dir, &a, &manifest).unwrap();
+    write_sidecars(dir, &a, time, (42, 3));
     a
 }
 
@@ -87,7 +73,14 @@ pub fn write_big_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: 
             .args(["-c", &bytes.to_string(), "/dev/urandom"])
             .stdout(std::fs::File::create(&snap).unwrap()),
     );
-    let (sha, size) = sha256sum(&snap);
+    write_sidecars(dir, &a, time, (1, 1));
+    a
+}
+
+/// Writes the manifest and checksum file for `dir/<a>.snap` through the common crate, as the
+/// snapshot step does; `raft` is the (index, term) the manifest records.
+fn write_sidecars(dir: &Path, a: &Artifact, time: DateTime<Utc>, raft: (u64, u64)) {
+    let (sha, size) = sha256sum(&dir.join(a.snap_file()));
     let manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
         name: a.name().to_owned(),
@@ -96,13 +89,12 @@ pub fn write_big_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: 
         sha256: sha,
         created_at: time,
         leader_address: "http://127.0.0.1:8200".into(),
-        server_version: None,
-        raft_index: 1,
-        raft_term: 1,
+        server_version: Some("2.7.2".into()),
+        raft_index: raft.0,
+        raft_term: raft.1,
         tool: "sync-tests".into(),
     };
-    artifact::write_sidecars(dir, &a, &manifest).unwrap();
-    a
+    artifact::write_sidecars(dir, a, &manifest).unwrap();
 }
 
 /// `sha256sum FILE` → (hex, size).
@@ -114,22 +106,6 @@ pub fn sha256sum(path: &Path) -> (String, u64) {
     (hex, std::fs::metadata(path).unwrap().len())
 }
 
-/// Runs `sha256sum -c FILE` in `dir` and asserts it passes.
-pub fn sha256sum_check(dir: &Path, sha_file: &str) {
-    let out = Command::new("sha256sum")
-        .args(["-c", sha_file])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sha256sum -c {sha_file} in {} failed: {}{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Flips one byte (XOR 0xff) in the middle of a file, well past any header.
 pub fn flip_byte(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -138,15 +114,9 @@ pub fn flip_byte(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// File names in a directory, sorted.
-pub fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
+// Each test binary includes this module and uses a different part of it.
+#[allow(unused_imports)]
+pub use vault_backup_testbed::check::{files, sha256sum_check};
 
 /// The environment for the binary with SeaweedFS as the S3 store, plain form.
 pub fn s3_env(s3: &SeaweedFs) -> BTreeMap<String, String> {
