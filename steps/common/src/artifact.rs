@@ -332,12 +332,20 @@ pub fn write_sidecars(
     Ok(())
 }
 
-/// The complete snapshots (`.snap` with its `.sha256`) named `<prefix>-<timestamp>` in `dir`,
-/// oldest first.
+/// The snapshots named `<prefix>-<timestamp>` in a local directory, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Snapshots with both their `.snap` and `.snap.sha256`.
+    pub complete: Vec<Artifact>,
+    /// Snapshots whose `.snap` has no `.snap.sha256` (a writer failed or is still writing).
+    pub incomplete: Vec<Artifact>,
+}
+
+/// Lists the snapshots named `<prefix>-<timestamp>` in `dir`, in one pass over the directory.
 ///
 /// # Errors
 /// [`ArtifactError::Io`] if the directory cannot be listed.
-pub fn list_complete(dir: &Path, prefix: &str) -> Result<Vec<Artifact>, ArtifactError> {
+pub fn list_dir(dir: &Path, prefix: &str) -> Result<Listing, ArtifactError> {
     let io = |source| ArtifactError::Io {
         path: dir.to_owned(),
         source,
@@ -359,9 +367,14 @@ pub fn list_complete(dir: &Path, prefix: &str) -> Result<Vec<Artifact>, Artifact
             _ => {}
         }
     }
-    let mut complete: Vec<Artifact> = snaps.intersection(&sums).cloned().collect();
-    complete.sort_by_key(|a| a.timestamp(prefix));
-    Ok(complete)
+    let sorted = |mut v: Vec<Artifact>| {
+        v.sort_by_key(|a| a.timestamp(prefix));
+        v
+    };
+    Ok(Listing {
+        complete: sorted(snaps.intersection(&sums).cloned().collect()),
+        incomplete: sorted(snaps.difference(&sums).cloned().collect()),
+    })
 }
 
 #[cfg(test)]
@@ -445,7 +458,9 @@ mod tests {
             verify_in_dir(dir.path(), &a),
             Err(ArtifactError::Incomplete { .. })
         ));
-        assert!(list_complete(dir.path(), "vault").unwrap().is_empty());
+        let listing = list_dir(dir.path(), "vault").unwrap();
+        assert!(listing.complete.is_empty());
+        assert_eq!(listing.incomplete, vec![a.clone()]);
         write_sidecars(dir.path(), &a, &manifest(&sha, bytes)).unwrap();
         assert_eq!(
             verify_in_dir(dir.path(), &a).unwrap(),
@@ -454,7 +469,13 @@ mod tests {
                 bytes
             }
         );
-        assert_eq!(list_complete(dir.path(), "vault").unwrap(), vec![a.clone()]);
+        assert_eq!(
+            list_dir(dir.path(), "vault").unwrap(),
+            Listing {
+                complete: vec![a.clone()],
+                incomplete: vec![]
+            }
+        );
         let m: Manifest =
             serde_json::from_slice(&std::fs::read(dir.path().join(a.manifest_file())).unwrap())
                 .unwrap();

@@ -583,13 +583,12 @@ pub async fn run_with(config: Config, cancel: &Cancel, now: DateTime<Utc>) -> Re
 }
 
 fn newest_complete(config: &Config) -> Result<Artifact> {
-    let complete = artifact::list_complete(&config.snapshot_dir, &config.prefix).map_err(|e| {
-        Error::Workspace {
+    let listing =
+        artifact::list_dir(&config.snapshot_dir, &config.prefix).map_err(|e| Error::Workspace {
             name: format!("{}-<timestamp>", config.prefix),
             source: e,
-        }
-    })?;
-    let Some(newest) = complete.last().cloned() else {
+        })?;
+    let Some(newest) = listing.complete.last().cloned() else {
         return Err(Error::NoSnapshot {
             dir: config.snapshot_dir.clone(),
             prefix: config.prefix.clone(),
@@ -597,22 +596,17 @@ fn newest_complete(config: &Config) -> Result<Artifact> {
     };
     // A newer .snap without its .sha256 means a snapshot step failed after writing; say so
     // rather than quietly syncing an older one.
-    if let Ok(entries) = std::fs::read_dir(&config.snapshot_dir) {
-        let newest_time = newest.timestamp(&config.prefix);
-        for entry in entries.flatten() {
-            if let Some((a, artifact::Part::Snapshot)) = entry
-                .file_name()
-                .to_str()
-                .and_then(|f| Artifact::classify(f, &config.prefix))
-                && a.timestamp(&config.prefix) > newest_time
-            {
-                warn!(
-                    incomplete = a.name(),
-                    synced = newest.name(),
-                    "a newer snapshot in the workspace has no .sha256 and is skipped as incomplete"
-                );
-            }
-        }
+    let newest_time = newest.timestamp(&config.prefix);
+    for a in listing
+        .incomplete
+        .iter()
+        .filter(|a| a.timestamp(&config.prefix) > newest_time)
+    {
+        warn!(
+            incomplete = a.name(),
+            synced = newest.name(),
+            "a newer snapshot in the workspace has no .sha256 and is skipped as incomplete"
+        );
     }
     info!(
         snapshot = newest.name(),
@@ -818,6 +812,31 @@ mod tests {
         assert!(!format!("{s3:?}").contains("s3cr3t"));
         assert_eq!(c.which, Which::Newest);
         assert!(c.retention.is_empty());
+    }
+
+    #[test]
+    fn without_a_name_the_newest_complete_snapshot_is_chosen() {
+        let ws = tempfile::tempdir().unwrap();
+        let c = Config::try_from(raw(ws.path(), &[("BACKUP_DIR", "/")])).unwrap();
+        assert!(matches!(newest_complete(&c), Err(Error::NoSnapshot { .. })));
+        let touch = |f: &str| std::fs::write(ws.path().join(f), b"x").unwrap();
+        for f in [
+            "vault-20261101T000000Z.snap",
+            "vault-20261101T000000Z.snap.sha256",
+            "vault-20261102T000000Z.snap",
+            "vault-20261102T000000Z.snap.sha256",
+            // Newer, but without its checksum file: incomplete, never chosen.
+            "vault-20261103T000000Z.snap",
+            // Another prefix, never considered.
+            "other-20261104T000000Z.snap",
+            "other-20261104T000000Z.snap.sha256",
+        ] {
+            touch(f);
+        }
+        assert_eq!(
+            newest_complete(&c).unwrap().name(),
+            "vault-20261102T000000Z"
+        );
     }
 
     #[rstest]
