@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     say(
         "restoring the S3 copy into a fresh OpenBao node (snapshot-force, unseal with the old key)",
     );
-    let value = env.restore_and_read(
+    let value = env.cluster.restore_into_fresh_node_and_read(
         &downloaded.join(format!("{name}.snap")),
         "secret/db",
         "password",

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use tempfile::TempDir;
@@ -204,25 +203,5 @@ impl Environment {
         }
         sha256sum_check(&dest, &format!("{name}.snap.sha256"));
         dest
-    }
-
-    /// Restores `snapshot` into a fresh single OpenBao node, unseals it with the backed-up
-    /// cluster's key and reads `path`/`key` with its root token.
-    ///
-    /// # Panics
-    /// If the restore or the read fails.
-    #[must_use]
-    pub fn restore_and_read(&self, snapshot: &Path, path: &str, key: &str) -> String {
-        let fresh = Cluster::start(1, Options::default());
-        fresh
-            .restore_force(0, snapshot)
-            .expect("snapshot-force restore");
-        fresh.unseal_with(0, self.cluster.unseal_key());
-        let mut value = Err(String::new());
-        crate::process::wait_until("the restored secret", Duration::from_secs(20), || {
-            value = fresh.read_secret_as(0, self.cluster.root_token(), path, key);
-            value.is_ok()
-        });
-        value.expect("read").trim().to_owned()
     }
 }

@@ -514,6 +514,33 @@ impl Cluster {
         )
     }
 
+    /// Proves `snapshot` (taken from this cluster) is a backup, the way a person restoring
+    /// would: restores it with `snapshot restore -force` into a fresh single node, unseals that
+    /// node with this cluster's key, and returns what this cluster's root token reads at
+    /// `path`/`key` there.
+    ///
+    /// # Panics
+    /// If the restore, the unseal or the read fails.
+    #[must_use]
+    pub fn restore_into_fresh_node_and_read(
+        &self,
+        snapshot: &Path,
+        path: &str,
+        key: &str,
+    ) -> String {
+        let fresh = Self::start(1, Options::default());
+        fresh
+            .restore_force(0, snapshot)
+            .expect("snapshot-force restore");
+        fresh.unseal_with(0, self.unseal_key());
+        let mut value = Err(String::new());
+        wait_until("the restored secret", Duration::from_secs(20), || {
+            value = fresh.read_secret_as(0, self.root_token(), path, key);
+            value.is_ok()
+        });
+        value.expect("read").trim().to_owned()
+    }
+
     /// Unseals node `i` with another cluster's key (after a restore) and waits until it leads.
     ///
     /// # Panics

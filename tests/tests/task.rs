@@ -59,7 +59,11 @@ fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
     e2e::sha256sum_check(&env.backups, &format!("{snap}.sha256"));
     // S3: downloaded with the aws CLI, sha256sum -c passes, and it restores.
     let downloaded = env.download_and_check(name, "prod/");
-    let restored = env.restore_and_read(&downloaded.join(&snap), "secret/db", "password");
+    let restored = env.cluster.restore_into_fresh_node_and_read(
+        &downloaded.join(&snap),
+        "secret/db",
+        "password",
+    );
     assert_eq!(restored, "correct horse battery staple");
 
     // Prune: the newest PRUNE_KEEP finished runs stay, the running one (this run) stays.

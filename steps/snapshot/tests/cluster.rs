@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{files, run_bin, sha256sum_check, shipped_policy};
 use rstest::rstest;
 use vault_backup_common::artifact::{Artifact, Manifest};
@@ -25,26 +23,6 @@ fn config(addr: &str, dir: &std::path::Path, token: &str) -> Config {
         ..RawConfig::default()
     })
     .expect("valid config")
-}
-
-/// Restores `snapshot` into a fresh single node, unseals it with the old cluster's key and
-/// returns what the old root token reads at `path`.
-fn restore_and_read(snapshot: &std::path::Path, old: &Cluster, path: &str, key: &str) -> String {
-    let fresh = Cluster::start(1, Options::default());
-    fresh
-        .restore_force(0, snapshot)
-        .expect("snapshot-force restore");
-    fresh.unseal_with(0, old.unseal_key());
-    let mut value = Err(String::new());
-    vault_backup_testbed::process::wait_until(
-        "the restored secret",
-        Duration::from_secs(20),
-        || {
-            value = fresh.read_secret_as(0, old.root_token(), path, key);
-            value.is_ok()
-        },
-    );
-    value.unwrap().trim().to_owned()
 }
 
 #[rstest]
@@ -116,7 +94,8 @@ async fn from_a_standby_the_snapshot_comes_from_the_leader_and_restores(
         summary.bytes.to_string()
     );
 
-    let restored = restore_and_read(&summary.path, &cluster, "secret/app", "password");
+    let restored =
+        cluster.restore_into_fresh_node_and_read(&summary.path, "secret/app", "password");
     assert_eq!(restored, "hunter2");
 }
 
@@ -278,7 +257,7 @@ fn a_leader_killed_before_the_run_is_survived_once_a_new_one_is_elected() {
         .expect("a snapshot");
     sha256sum_check(dir.path(), &format!("{snap}.sha256"));
     assert_eq!(
-        restore_and_read(&dir.path().join(&snap), &cluster, "secret/app", "k"),
+        cluster.restore_into_fresh_node_and_read(&dir.path().join(&snap), "secret/app", "k"),
         "before-failover"
     );
 }

@@ -6,11 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::*;
 use vault_backup_testbed::openbao::{Cluster, Options};
-use vault_backup_testbed::process::wait_until;
 use vault_backup_testbed::seaweed::SeaweedFs;
 use vault_snapshot::config::RawConfig as SnapshotRaw;
 
@@ -60,15 +58,7 @@ async fn a_snapshot_made_by_the_snapshot_step_lands_in_both_stores_and_restores(
     assert_eq!(sha256sum(&dl.path().join(&snap)).0, taken.sha256);
 
     // The downloaded copy is a backup: it restores, and the secret is there.
-    let fresh = Cluster::start(1, Options::default());
-    fresh
-        .restore_force(0, &dl.path().join(&snap))
-        .expect("snapshot-force restore");
-    fresh.unseal_with(0, cluster.unseal_key());
-    let mut value = Err(String::new());
-    wait_until("the restored secret", Duration::from_secs(20), || {
-        value = fresh.read_secret_as(0, cluster.root_token(), "secret/app", "password");
-        value.is_ok()
-    });
-    assert_eq!(value.unwrap().trim(), "before-the-backup");
+    let restored =
+        cluster.restore_into_fresh_node_and_read(&dl.path().join(&snap), "secret/app", "password");
+    assert_eq!(restored, "before-the-backup");
 }
