@@ -179,6 +179,29 @@ pub fn read_secret_file(variable: &str, path: &Path) -> Result<Secret, ConfigErr
     Ok(Secret::new(text))
 }
 
+/// A secret given either directly (`value_var`, e.g. `VAULT_TOKEN`) or in a mounted file
+/// (`file_var`, e.g. `VAULT_TOKEN_FILE`): `None` if neither is set.
+///
+/// # Errors
+/// A [`ConfigError`] naming both variables if both are set, or the file's variable if the file
+/// cannot be read or is empty.
+pub fn secret_or_file(
+    value_var: &str,
+    value: Option<&str>,
+    file_var: &str,
+    file: Option<&str>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("{value_var}, {file_var}"),
+            "both are set; set only one of them",
+        )),
+        (Some(v), None) => Ok(Some(Secret::new(v.trim()))),
+        (None, Some(f)) => read_secret_file(file_var, Path::new(f)).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Checks that `path` is an existing directory, for variables that name a workspace or store.
 ///
 /// # Errors
@@ -372,6 +395,22 @@ mod tests {
     #[case(None, Ok(None))]
     fn counts(#[case] value: Option<&str>, #[case] want: Result<Option<u32>, ()>) {
         assert_eq!(parse_count("N", value, 0, 10).map_err(|_| ()), want);
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_its_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "from-file\n").unwrap();
+        let f = p.to_str();
+        let get = |v, f| secret_or_file("T", v, "T_FILE", f);
+        assert_eq!(get(None, None), Ok(None));
+        assert_eq!(get(Some(" direct "), None), Ok(Some(Secret::new("direct"))));
+        assert_eq!(get(None, f), Ok(Some(Secret::new("from-file"))));
+        assert_eq!(
+            get(Some("x"), f).unwrap_err().to_string(),
+            "T, T_FILE: both are set; set only one of them"
+        );
     }
 
     #[test]

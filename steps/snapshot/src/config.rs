@@ -15,7 +15,8 @@ pub const DEFAULT_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccoun
 pub const RESULTS: [&str; 3] = ["snapshot-name", "snapshot-sha256", "snapshot-bytes"];
 
 /// The variables, exactly as documented; all optional strings so that parsing errors can name
-/// the variable without echoing its value.
+/// the variable without echoing its value. Read through [`env::from_env`], which drops empty
+/// values, so `Some` always holds something.
 #[derive(Debug, Default, Deserialize)]
 #[allow(missing_docs)]
 pub struct RawConfig {
@@ -124,15 +125,10 @@ impl Config {
     }
 }
 
-fn set(v: Option<&String>) -> Option<&str> {
-    v.map(String::as_str).filter(|s| !s.trim().is_empty())
-}
-
 fn auth(raw: &RawConfig) -> Result<Auth, ConfigError> {
-    let token =
-        set(raw.vault_token.as_ref()).is_some() || set(raw.vault_token_file.as_ref()).is_some();
-    let approle = set(raw.vault_role_id.as_ref()).is_some();
-    let kube = set(raw.vault_auth_role.as_ref()).is_some();
+    let token = raw.vault_token.as_deref().is_some() || raw.vault_token_file.as_deref().is_some();
+    let approle = raw.vault_role_id.as_deref().is_some();
+    let kube = raw.vault_auth_role.as_deref().is_some();
     let chosen: Vec<&str> = [
         (token, "VAULT_TOKEN/VAULT_TOKEN_FILE"),
         (approle, "VAULT_ROLE_ID"),
@@ -158,65 +154,58 @@ fn auth(raw: &RawConfig) -> Result<Auth, ConfigError> {
         }
     }
     if token {
-        return match (
-            set(raw.vault_token.as_ref()),
-            set(raw.vault_token_file.as_ref()),
-        ) {
-            (Some(_), Some(_)) => Err(ConfigError::new(
-                "VAULT_TOKEN, VAULT_TOKEN_FILE",
-                "both are set; set only one of them",
-            )),
-            (Some(t), None) => Ok(Auth::Token(Secret::new(t.trim()))),
-            (None, Some(f)) => Ok(Auth::Token(env::read_secret_file(
-                "VAULT_TOKEN_FILE",
-                f.as_ref(),
-            )?)),
-            (None, None) => unreachable!("token auth was chosen"),
-        };
+        let token = env::secret_or_file(
+            "VAULT_TOKEN",
+            raw.vault_token.as_deref(),
+            "VAULT_TOKEN_FILE",
+            raw.vault_token_file.as_deref(),
+        )?;
+        return Ok(Auth::Token(token.expect("token auth was chosen")));
     }
     if approle {
-        let secret_id = match (
-            set(raw.vault_secret_id.as_ref()),
-            set(raw.vault_secret_id_file.as_ref()),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "VAULT_SECRET_ID, VAULT_SECRET_ID_FILE",
-                    "both are set; set only one of them",
-                ));
-            }
-            (Some(s), None) => Secret::new(s.trim()),
-            (None, Some(f)) => env::read_secret_file("VAULT_SECRET_ID_FILE", f.as_ref())?,
-            (None, None) => {
-                return Err(ConfigError::new(
-                    "VAULT_SECRET_ID",
-                    "VAULT_ROLE_ID is set, so AppRole login also needs VAULT_SECRET_ID or VAULT_SECRET_ID_FILE",
-                ));
-            }
-        };
+        let secret_id = env::secret_or_file(
+            "VAULT_SECRET_ID",
+            raw.vault_secret_id.as_deref(),
+            "VAULT_SECRET_ID_FILE",
+            raw.vault_secret_id_file.as_deref(),
+        )?
+        .ok_or_else(|| {
+            ConfigError::new(
+                "VAULT_SECRET_ID",
+                "VAULT_ROLE_ID is set, so AppRole login also needs VAULT_SECRET_ID or VAULT_SECRET_ID_FILE",
+            )
+        })?;
         return Ok(Auth::AppRole {
             mount: mount(
                 "VAULT_APPROLE_MOUNT",
-                set(raw.vault_approle_mount.as_ref()),
+                raw.vault_approle_mount.as_deref(),
                 "approle",
             )?,
-            role_id: set(raw.vault_role_id.as_ref())
+            role_id: raw
+                .vault_role_id
+                .as_deref()
                 .unwrap_or_default()
                 .trim()
                 .to_owned(),
             secret_id,
         });
     }
-    let jwt_file = PathBuf::from(set(raw.vault_auth_jwt_file.as_ref()).unwrap_or(DEFAULT_JWT_FILE));
+    let jwt_file = PathBuf::from(
+        raw.vault_auth_jwt_file
+            .as_deref()
+            .unwrap_or(DEFAULT_JWT_FILE),
+    );
     // Fail now, with the variable's name, rather than at login.
     env::read_secret_file("VAULT_AUTH_JWT_FILE", &jwt_file)?;
     Ok(Auth::Kubernetes {
         mount: mount(
             "VAULT_AUTH_MOUNT",
-            set(raw.vault_auth_mount.as_ref()),
+            raw.vault_auth_mount.as_deref(),
             "kubernetes",
         )?,
-        role: set(raw.vault_auth_role.as_ref())
+        role: raw
+            .vault_auth_role
+            .as_deref()
             .unwrap_or_default()
             .trim()
             .to_owned(),
@@ -252,7 +241,7 @@ impl TryFrom<RawConfig> for Config {
                     format!("expected an http(s) URL such as https://vault:8200, got {addr:?}"),
                 )
             })?;
-        let ca_pem = match set(raw.vault_cacert.as_ref()) {
+        let ca_pem = match raw.vault_cacert.as_deref() {
             None => None,
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
@@ -267,11 +256,8 @@ impl TryFrom<RawConfig> for Config {
                 Some(pem)
             }
         };
-        let skip_verify = env::parse_bool(
-            "VAULT_SKIP_VERIFY",
-            set(raw.vault_skip_verify.as_ref()),
-            false,
-        )?;
+        let skip_verify =
+            env::parse_bool("VAULT_SKIP_VERIFY", raw.vault_skip_verify.as_deref(), false)?;
         let snapshot_dir = env::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
         Ok(Self {
             auth: auth(&raw)?,
@@ -280,28 +266,19 @@ impl TryFrom<RawConfig> for Config {
                 ca_pem,
                 skip_verify,
             },
-            namespace: set(raw.vault_namespace.as_ref()).map(|s| s.trim().to_owned()),
+            namespace: raw.vault_namespace.as_deref().map(|s| s.trim().to_owned()),
             snapshot_dir,
-            prefix: env::name_prefix(
-                "SNAPSHOT_PREFIX",
-                set(raw.snapshot_prefix.as_ref()),
-                "vault",
-            )?,
+            prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
             timeout: env::parse_duration(
                 "SNAPSHOT_TIMEOUT",
-                set(raw.snapshot_timeout.as_ref()),
+                raw.snapshot_timeout.as_deref(),
                 Duration::from_secs(600),
             )?,
-            retries: env::parse_count(
-                "SNAPSHOT_RETRIES",
-                set(raw.snapshot_retries.as_ref()),
-                0,
-                20,
-            )?
-            .unwrap_or(3),
+            retries: env::parse_count("SNAPSHOT_RETRIES", raw.snapshot_retries.as_deref(), 0, 20)?
+                .unwrap_or(3),
             retry_delay: env::parse_duration(
                 "SNAPSHOT_RETRY_DELAY",
-                set(raw.snapshot_retry_delay.as_ref()),
+                raw.snapshot_retry_delay.as_deref(),
                 Duration::from_secs(2),
             )?,
             results: Results::default(),
