@@ -158,18 +158,31 @@ impl Environment {
         known_env: BTreeMap<String, BTreeSet<String>>,
         echo: bool,
     ) -> Result<Outcome, RunError> {
+        let root = venv::workspace_root();
+        // The params and workspaces of the TaskRun a person or the CronJob submits.
+        let taskrun = runner::read_taskrun(&root.join("tekton/taskrun.yaml"))?;
+        let mut params = taskrun.params;
+        // Readable on a terminal; the only change from the shipped TaskRun.
+        params.insert("logFormat".to_owned(), "text".to_owned());
+        let mut workspaces = BTreeMap::new();
+        for name in taskrun.workspaces {
+            let dir = match name.as_str() {
+                "scratch" => self.scratch.clone(),
+                "backups" => self.backups.clone(),
+                other => {
+                    return Err(RunError::Task(format!(
+                        "taskrun.yaml binds workspace {other}, which the demo does not provide"
+                    )));
+                }
+            };
+            workspaces.insert(name, dir);
+        }
         let snapshot_bin = venv::workspace_bin("vault-snapshot");
         let spec = RunSpec {
-            task_file: venv::workspace_root().join("tekton/task.yaml"),
-            params: BTreeMap::from([
-                ("configSecret".to_owned(), "vault-backup-config".to_owned()),
-                ("bucketClaim".to_owned(), CLAIM.to_owned()),
-                ("logFormat".to_owned(), "text".to_owned()),
-            ]),
-            workspaces: BTreeMap::from([
-                ("scratch".to_owned(), self.scratch.clone()),
-                ("backups".to_owned(), self.backups.clone()),
-            ]),
+            task_file: root.join("tekton/task.yaml"),
+            task_ref: Some(taskrun.task_ref),
+            params,
+            workspaces,
             objects: self.objects.clone(),
             bin_dir: snapshot_bin.parent().expect("bin dir").to_owned(),
             known_env,

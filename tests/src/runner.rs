@@ -47,6 +47,64 @@ pub struct RunSpec {
     pub results_dir: PathBuf,
     /// Print each step's log lines, prefixed with the step name, as they come.
     pub echo: bool,
+    /// The Task the TaskRun refers to (`spec.taskRef.name`); checked against the Task's name.
+    pub task_ref: Option<String>,
+}
+
+/// What a TaskRun file gives a run: the Task it refers to, its params and its workspaces.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRunFile {
+    /// `spec.taskRef.name`.
+    pub task_ref: String,
+    /// `spec.params`, by name.
+    pub params: BTreeMap<String, String>,
+    /// The names in `spec.workspaces`.
+    pub workspaces: Vec<String>,
+}
+
+/// Reads a TaskRun file (`tekton/taskrun.yaml`), so a run uses the params and workspaces a
+/// real TaskRun would.
+///
+/// # Errors
+/// [`RunError::Task`] if the file is unreadable or not a `tekton.dev/v1` TaskRun.
+pub fn read_taskrun(path: &Path) -> Result<TaskRunFile, RunError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunError::Task(format!("{}: {e}", path.display())))?;
+    let run: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| RunError::Task(format!("{}: {e}", path.display())))?;
+    if run["kind"] != "TaskRun" || run["apiVersion"] != "tekton.dev/v1" {
+        return Err(RunError::Task(format!(
+            "{}: not a tekton.dev/v1 TaskRun",
+            path.display()
+        )));
+    }
+    let spec = &run["spec"];
+    let names = |list: &Value| -> Vec<(String, Value)> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap_or_default().to_owned(),
+                    i["value"].clone(),
+                )
+            })
+            .collect()
+    };
+    Ok(TaskRunFile {
+        task_ref: spec["taskRef"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        params: names(&spec["params"])
+            .into_iter()
+            .map(|(n, v)| (n, v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        workspaces: names(&spec["workspaces"])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
+    })
 }
 
 /// One step's outcome.
@@ -256,6 +314,14 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, RunError> {
     let task: Value = serde_yaml_ng::from_str(&text).map_err(|e| RunError::Task(e.to_string()))?;
     if task["kind"] != "Task" || task["apiVersion"] != "tekton.dev/v1" {
         return Err(RunError::Task("not a tekton.dev/v1 Task".into()));
+    }
+    if let Some(want) = &spec.task_ref {
+        let name = task["metadata"]["name"].as_str().unwrap_or_default();
+        if name != want {
+            return Err(RunError::Task(format!(
+                "the TaskRun refers to Task {want}, but the Task is named {name}"
+            )));
+        }
     }
     let tspec = &task["spec"];
     let mut params = BTreeMap::new();

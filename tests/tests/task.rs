@@ -192,6 +192,24 @@ fn the_runner_refuses_a_task_that_disagrees_with_the_binaries() {
 }
 
 #[test]
+fn the_shipped_taskrun_fits_the_task_and_a_wrong_task_ref_is_refused() {
+    let root = venv::workspace_root();
+    let taskrun = runner::read_taskrun(&root.join("tekton/taskrun.yaml")).unwrap();
+    assert_eq!(taskrun.task_ref, "vault-backup");
+    assert_eq!(taskrun.workspaces, ["scratch", "backups"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = offline_spec(root.join("tekton/task.yaml"), dir.path());
+    spec.params = taskrun.params;
+    spec.task_ref = Some("vault-backups".into());
+    let err = runner::run(&spec).map(|o| o.steps).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("refers to Task vault-backups, but the Task is named vault-backup"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_key_of_the_example_config_secret_is_read_by_a_step() {
     let text =
         std::fs::read_to_string(venv::workspace_root().join("tekton/config-secret.example.yaml"))
