@@ -20,6 +20,9 @@ pub enum Snapshot {
     CutAfter(Vec<u8>, usize),
     /// This status with a Vault-style error body.
     Status(u16, String),
+    /// 200, then the first `n` bytes of this body, then nothing more while the connection stays
+    /// open: a transfer still under way, for a test to interrupt.
+    StallAfter(Vec<u8>, usize),
 }
 
 /// A running canned server; stops accepting when dropped.
@@ -118,6 +121,10 @@ fn serve(stream: TcpStream, count: &AtomicUsize, plan: &[Snapshot], me: &str) {
                 match answer {
                     Snapshot::Body(data) => chunked(&mut out, &data, None),
                     Snapshot::CutAfter(data, cut) => chunked(&mut out, &data, Some(cut)),
+                    Snapshot::StallAfter(data, cut) => {
+                        stall(&mut out, &data[..cut.min(data.len())]);
+                        false
+                    }
                     Snapshot::Status(code, msg) => {
                         json(&mut out, code, &format!(r#"{{"errors":["{msg}"]}}"#))
                     }
@@ -139,6 +146,19 @@ fn json(out: &mut TcpStream, status: u16, body: &str) -> bool {
     out.write_all(head.as_bytes())
         .and_then(|()| out.write_all(body.as_bytes()))
         .is_ok()
+}
+
+fn stall(out: &mut TcpStream, data: &[u8]) {
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let _ = out.write_all(head.as_bytes());
+    let _ = out.write_all(format!("{:x}\r\n", data.len()).as_bytes());
+    let _ = out.write_all(data);
+    let _ = out.write_all(b"\r\n");
+    let _ = out.flush();
+    // Hold the connection open until the client goes away.
+    let mut buf = [0u8; 1];
+    let _ = std::io::Read::read(out, &mut buf);
 }
 
 fn chunked(out: &mut TcpStream, data: &[u8], cut: Option<usize>) -> bool {

@@ -132,6 +132,49 @@ fn a_missing_sealed_sums_file_is_refused() {
 }
 
 #[test]
+fn sigterm_during_the_download_removes_the_partial_file() {
+    let data = archive();
+    let server = CannedVault::start(vec![Snapshot::StallAfter(data.clone(), data.len() / 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vault-snapshot"))
+        .env_clear()
+        .envs([
+            ("VAULT_ADDR", server.addr()),
+            ("VAULT_TOKEN", "s.canned-token"),
+            ("SNAPSHOT_DIR", &dir.path().display().to_string()),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The temp file exists once the body is streaming (the server then stalls mid-body).
+    vault_backup_testbed::process::wait_until(
+        "the partial download",
+        std::time::Duration::from_secs(20),
+        || {
+            files(dir.path())
+                .iter()
+                .any(|f| f.starts_with(".vault-backup-"))
+        },
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM; the partial download was removed"),
+        "{stderr}"
+    );
+    assert!(
+        files(dir.path()).is_empty(),
+        "left behind: {:?}",
+        files(dir.path())
+    );
+}
+
+#[test]
 fn config_errors_exit_2_with_one_line_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
