@@ -136,7 +136,7 @@ fn sigterm_during_the_download_removes_the_partial_file() {
     let data = archive();
     let server = CannedVault::start(vec![Snapshot::StallAfter(data.clone(), data.len() / 2)]);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vault-snapshot"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vault-snapshot"))
         .env_clear()
         .envs([
             ("VAULT_ADDR", server.addr()),
