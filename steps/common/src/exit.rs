@@ -103,12 +103,83 @@ pub async fn termination() -> Option<&'static str> {
     }
 }
 
-/// Logs an error and each of its sources, once each.
-pub fn report(err: &dyn std::error::Error) {
-    tracing::error!("{err}");
+/// A cancellation token that is cancelled when the process gets SIGTERM or SIGINT (see
+/// [`termination`]); the signal's name is logged once. Must be called inside a tokio runtime.
+#[must_use]
+pub fn cancel_on_termination() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        if let Some(signal) = termination().await {
+            tracing::warn!(signal, "termination requested; stopping");
+            trigger.cancel();
+        }
+    });
+    token
+}
+
+/// The texts of an error's sources, outermost first, skipping a cause whose text its parent's
+/// message already shows (`object_store` and `reqwest` errors repeat their source in their own
+/// message). The one formatter every step uses, so a cause is never printed twice.
+pub fn causes(err: &dyn std::error::Error) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut last = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        tracing::error!("caused by: {cause}");
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out.push(text.clone());
+        }
+        last = text;
         source = cause.source();
+    }
+    out
+}
+
+/// An error and its [`causes`] on one line, joined with `": "`: for a retry's log line or a
+/// per-store report, where a multi-line chain would be split across log records.
+#[must_use]
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    for cause in causes(err) {
+        s.push_str(": ");
+        s.push_str(&cause);
+    }
+    s
+}
+
+/// Logs an error, then each of its [`causes`] on its own `caused by:` line.
+pub fn report(err: &dyn std::error::Error) {
+    tracing::error!("{err}");
+    for cause in causes(err) {
+        tracing::error!("caused by: {cause}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle: {0}")]
+    struct Middle(#[source] Inner);
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_already_in_its_parents_text_is_skipped() {
+        let e = Outer(Middle(Inner));
+        assert_eq!(causes(&e), vec!["middle: inner".to_owned()]);
+        assert_eq!(one_line(&e), "outer: middle: inner");
+    }
+
+    #[test]
+    fn an_error_without_sources_is_its_own_text() {
+        assert_eq!(one_line(&Inner), "inner");
+        assert!(causes(&Inner).is_empty());
     }
 }
