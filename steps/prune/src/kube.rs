@@ -1,15 +1,61 @@
-//! The only file that speaks to the Kubernetes API: list TaskRuns page by page, delete one.
+//! The only file that speaks to the Kubernetes API: load the client configuration, list
+//! TaskRuns page by page, delete one.
 //!
 //! TaskRuns are read as [`DynamicObject`]s of `tekton.dev/v1` rather than through a typed CRD
 //! struct: the step reads three status fields and nothing else, and an untyped object cannot fail
 //! to parse when a newer Tekton adds or changes fields the step does not read.
 
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
 
+use crate::error::{Error, Result};
 use crate::policy::{Outcome, Run};
-use crate::{Error, Result};
+
+/// Loads the client configuration: the `KUBECONFIG` files if given, else kube's inference
+/// (`~/.kube/config`, then the in-cluster service account).
+///
+/// # Errors
+/// [`Error::NoClusterConfig`] or [`Error::Kubeconfig`], both configuration errors.
+pub async fn client_config(kubeconfig: &[PathBuf]) -> Result<kube::Config> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    if kubeconfig.is_empty() {
+        return kube::Config::infer()
+            .await
+            .map_err(|source| Error::NoClusterConfig { source });
+    }
+    let paths = kubeconfig
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    // The same merge kube applies to KUBECONFIG itself; done here so that tests can pass the
+    // path in the Config instead of changing the process environment.
+    let merged = kubeconfig
+        .iter()
+        .try_fold(Kubeconfig::default(), |merged, p| {
+            Kubeconfig::read_from(p).and_then(|c| merged.merge(c))
+        });
+    let config = match merged {
+        Ok(merged) => {
+            kube::Config::from_custom_kubeconfig(merged, &KubeConfigOptions::default()).await
+        }
+        Err(e) => Err(e),
+    };
+    config.map_err(|source| Error::Kubeconfig { paths, source })
+}
+
+/// Builds the client from a loaded configuration.
+///
+/// # Errors
+/// [`Error::Client`] if kube cannot build it (for example an unusable TLS setting).
+pub fn client(config: kube::Config) -> Result<kube::Client> {
+    kube::Client::try_from(config).map_err(|source| Error::Client {
+        source: Box::new(source),
+    })
+}
 
 /// `tekton.dev/v1` `TaskRun`, plural `taskruns`.
 #[must_use]
