@@ -4,12 +4,15 @@
 //! exactly the failures a backup must catch (older Vault versions truncated snapshots without an
 //! error). This tiny HTTP/1.1 server answers `sys/leader` and `sys/seal-status` as a healthy
 //! raft leader would and serves the snapshot path as the test says: a whole body, a body cut
-//! short (the connection closes mid-chunk), or a fixed status. Everything else is a 404.
+//! short (the connection closes mid-chunk), a redirect, or a fixed status. Everything else is a
+//! 404. It can also play a standby that names another leader, speak TLS, and it records every
+//! request it saw, so a test can prove where a credential did (not) go.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What the snapshot path answers.
 #[derive(Debug, Clone)]
@@ -23,6 +26,59 @@ pub enum Snapshot {
     /// 200, then the first `n` bytes of this body, then nothing more while the connection stays
     /// open: a transfer still under way, for a test to interrupt.
     StallAfter(Vec<u8>, usize),
+    /// 307 to this `Location` with an empty body, as a standby with `disable_standby_reads`
+    /// (or Vault OSS) answers.
+    Redirect(String),
+}
+
+/// How a canned server presents itself beyond its snapshot plan.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// `Some(url)`: `sys/leader` says this node is a standby and names `url` as the leader;
+    /// `None`: it says it is the active node.
+    pub leader_address: Option<String>,
+    /// Serve HTTPS with this certificate and key (PEM files, see [`test_tls`]).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A test CA and a server certificate for `127.0.0.1` and `localhost` signed by it.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate, for the client's trust (`VAULT_CACERT`).
+    pub ca: PathBuf,
+    /// The server certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+/// Makes a test CA and a server certificate in `dir` (with the `openssl` CLI, as the OpenBao
+/// test clusters do).
+#[must_use]
+pub fn test_tls(dir: &Path) -> TlsFiles {
+    let ca = crate::openbao::tls_material(dir);
+    TlsFiles {
+        ca,
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
+/// One request a canned server received.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// The request line, e.g. `GET /v1/sys/leader HTTP/1.1`.
+    pub line: String,
+    /// Its headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    /// Whether it carried a header of this (lower-case) name.
+    #[must_use]
+    pub fn has(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
+    }
 }
 
 /// A running canned server; stops accepting when dropped.
@@ -30,28 +86,104 @@ pub enum Snapshot {
 pub struct CannedVault {
     addr: String,
     snapshot_requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+/// What every connection of one server shares.
+struct Shared {
+    count: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    plan: Vec<Snapshot>,
+    leader: String,
+    is_self: bool,
+}
+
+/// A connection the canned server can answer on: plain TCP or TLS over it.
+trait Conn: Read + Write {
+    /// Closes the connection at once (a body cut short).
+    fn close(&mut self);
+}
+
+impl Conn for TcpStream {
+    fn close(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn close(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn tls_config(files: &TlsFiles) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .expect("read the test certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse the test certificate");
+    let key = PrivateKeyDer::from_pem_file(&files.key).expect("read the test key");
+    let config = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("a usable test certificate");
+    Arc::new(config)
 }
 
 impl CannedVault {
-    /// Starts on a free port. The snapshot path answers `plan[0]` for the first request,
-    /// `plan[1]` for the second, and the last entry for every request after that.
+    /// Starts on a free port as a healthy active node. The snapshot path answers `plan[0]` for
+    /// the first request, `plan[1]` for the second, and the last entry for every request after
+    /// that.
     pub fn start(plan: Vec<Snapshot>) -> Self {
+        Self::start_with(plan, Setup::default())
+    }
+
+    /// Starts on a free port, presenting itself as `setup` says.
+    ///
+    /// # Panics
+    /// If `plan` is empty, or no port can be bound, or the TLS files are unusable.
+    pub fn start_with(plan: Vec<Snapshot>, setup: Setup) -> Self {
         assert!(!plan.is_empty());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let scheme = if setup.tls.is_some() { "https" } else { "http" };
+        let addr = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let snapshot_requests = Arc::new(AtomicUsize::new(0));
-        let plan = Arc::new(plan);
-        let count = snapshot_requests.clone();
-        let me = addr.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            count: snapshot_requests.clone(),
+            seen: seen.clone(),
+            plan,
+            is_self: setup.leader_address.is_none(),
+            leader: setup.leader_address.unwrap_or_else(|| addr.clone()),
+        });
+        let tls = setup.tls.as_ref().map(tls_config);
+        let conns = connections.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (count, p, me) = (count.clone(), plan.clone(), me.clone());
-                std::thread::spawn(move || serve(stream, &count, &p, &me));
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (shared, tls) = (shared.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &shared),
+                    Some(config) => {
+                        if let Ok(conn) = rustls::ServerConnection::new(config) {
+                            serve(rustls::StreamOwned::new(conn, stream), &shared);
+                        }
+                    }
+                });
             }
         });
         Self {
             addr,
             snapshot_requests,
+            connections,
+            seen,
         }
     }
 
@@ -64,73 +196,118 @@ impl CannedVault {
     pub fn snapshot_requests(&self) -> usize {
         self.snapshot_requests.load(Ordering::SeqCst)
     }
+
+    /// How many TCP connections it accepted (a client that only tried a TLS handshake counts).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Every whole request it received, in order.
+    ///
+    /// # Panics
+    /// If a serving thread panicked while recording.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("requests lock").clone()
+    }
 }
 
-/// Reads one HTTP/1.1 request: its request line and body (by Content-Length).
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).ok()? == 0 {
+/// One HTTP/1.1 request: its request line, headers (names lower-cased) and body.
+struct Request {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 request (the body by Content-Length).
+fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
         return None;
     }
+    let mut headers = Vec::new();
     let mut content_length = 0usize;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
             return None;
         }
-        if line == "\r\n" {
+        if header == "\r\n" {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            content_length = v.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                content_length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0; content_length];
-    std::io::Read::read_exact(reader, &mut body).ok()?;
-    Some((request_line, body))
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        line: line.trim_end().to_owned(),
+        headers,
+        body,
+    })
 }
 
-fn serve(stream: TcpStream, count: &AtomicUsize, plan: &[Snapshot], me: &str) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut out = stream;
+fn serve<C: Conn>(stream: C, shared: &Shared) {
+    let mut reader = BufReader::new(stream);
     loop {
-        let Some((request_line, _body)) = read_request(&mut reader) else {
+        let Some(request) = read_request(&mut reader) else {
             return;
         };
-        let path = request_line
+        shared
+            .seen
+            .lock()
+            .expect("requests lock")
+            .push(SeenRequest {
+                line: request.line.clone(),
+                headers: request.headers,
+            });
+        let path = request
+            .line
             .split_whitespace()
             .nth(1)
             .unwrap_or("")
             .to_owned();
+        let out = reader.get_mut();
         let keep_going = match path.as_str() {
             "/v1/sys/leader" => json(
-                &mut out,
+                out,
                 200,
                 &format!(
-                    r#"{{"ha_enabled":true,"is_self":true,"leader_address":"{me}","leader_cluster_address":""}}"#
+                    r#"{{"ha_enabled":true,"is_self":{},"leader_address":"{}","leader_cluster_address":""}}"#,
+                    shared.is_self, shared.leader
                 ),
             ),
             "/v1/sys/seal-status" => json(
-                &mut out,
+                out,
                 200,
                 r#"{"sealed":false,"version":"canned","storage_type":"raft"}"#,
             ),
             "/v1/sys/storage/raft/snapshot" => {
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                let answer = plan[n.min(plan.len() - 1)].clone();
+                let n = shared.count.fetch_add(1, Ordering::SeqCst);
+                let answer = shared.plan[n.min(shared.plan.len() - 1)].clone();
                 match answer {
-                    Snapshot::Body(data) => chunked(&mut out, &data, None),
-                    Snapshot::CutAfter(data, cut) => chunked(&mut out, &data, Some(cut)),
+                    Snapshot::Body(data) => chunked(out, &data, None),
+                    Snapshot::CutAfter(data, cut) => chunked(out, &data, Some(cut)),
                     Snapshot::StallAfter(data, cut) => {
-                        stall(&mut out, &data[..cut.min(data.len())]);
+                        stall(out, &data[..cut.min(data.len())]);
                         false
                     }
                     Snapshot::Status(code, msg) => {
-                        json(&mut out, code, &format!(r#"{{"errors":["{msg}"]}}"#))
+                        json(out, code, &format!(r#"{{"errors":["{msg}"]}}"#))
+                    }
+                    Snapshot::Redirect(location) => {
+                        let head = format!(
+                            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+                        );
+                        out.write_all(head.as_bytes()).is_ok()
                     }
                 }
             }
-            _ => json(&mut out, 404, r#"{"errors":[]}"#),
+            _ => json(out, 404, r#"{"errors":[]}"#),
         };
         if !keep_going {
             return;
@@ -138,7 +315,7 @@ fn serve(stream: TcpStream, count: &AtomicUsize, plan: &[Snapshot], me: &str) {
     }
 }
 
-fn json(out: &mut TcpStream, status: u16, body: &str) -> bool {
+fn json(out: &mut impl Write, status: u16, body: &str) -> bool {
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -148,7 +325,7 @@ fn json(out: &mut TcpStream, status: u16, body: &str) -> bool {
         .is_ok()
 }
 
-fn stall(out: &mut TcpStream, data: &[u8]) {
+fn stall(out: &mut impl Conn, data: &[u8]) {
     let head =
         "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
     let _ = out.write_all(head.as_bytes());
@@ -158,10 +335,10 @@ fn stall(out: &mut TcpStream, data: &[u8]) {
     let _ = out.flush();
     // Hold the connection open until the client goes away.
     let mut buf = [0u8; 1];
-    let _ = std::io::Read::read(out, &mut buf);
+    let _ = out.read(&mut buf);
 }
 
-fn chunked(out: &mut TcpStream, data: &[u8], cut: Option<usize>) -> bool {
+fn chunked(out: &mut impl Conn, data: &[u8], cut: Option<usize>) -> bool {
     let head =
         "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
     if out.write_all(head.as_bytes()).is_err() {
@@ -180,7 +357,7 @@ fn chunked(out: &mut TcpStream, data: &[u8], cut: Option<usize>) -> bool {
     }
     if cut.is_some() {
         let _ = out.flush();
-        let _ = out.shutdown(std::net::Shutdown::Both);
+        out.close();
         return false;
     }
     out.write_all(b"0\r\n\r\n").is_ok()
@@ -253,7 +430,12 @@ fn b64url(data: &[u8]) -> String {
 fn review(stream: TcpStream, count: &AtomicUsize, jwt: &str) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut out = stream;
-    let Some((request_line, body)) = read_request(&mut reader) else {
+    let Some(Request {
+        line: request_line,
+        body,
+        ..
+    }) = read_request(&mut reader)
+    else {
         return;
     };
     if !request_line.contains("/apis/authentication.k8s.io/v1/tokenreviews") {

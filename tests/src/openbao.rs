@@ -48,7 +48,9 @@ pub struct Cluster {
     dir: TempDir,
 }
 
-fn tls_material(dir: &Path) -> PathBuf {
+/// Makes a test CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost signed by it
+/// (`server.pem`, `server.key`) in `dir`; returns the CA's path.
+pub(crate) fn tls_material(dir: &Path) -> PathBuf {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -72,6 +72,16 @@ pub enum Error {
         /// The node.
         addr: String,
     },
+    /// A standby named a leader on another scheme than `VAULT_ADDR`'s; nothing was sent to it.
+    #[error(
+        "vault at {asked} names the leader {leader}, whose scheme differs from VAULT_ADDR's; no credential was sent to it. Point VAULT_ADDR at the Service of the active node (or fix the nodes' api_addr)"
+    )]
+    SchemeMismatch {
+        /// The node asked (`VAULT_ADDR`).
+        asked: String,
+        /// The leader it named.
+        leader: String,
+    },
     /// The snapshot request was redirected somewhere other than the leader `sys/leader` named.
     #[error(
         "vault at {from} redirected the snapshot to {to}, not to the leader {leader} that sys/leader named; the token was not sent there"

@@ -225,11 +225,12 @@ impl Vault {
     }
 
     /// Finds the active node starting from `addr`, and checks that it says it leads, is
-    /// unsealed and uses raft storage.
+    /// unsealed and uses raft storage. A leader named on another scheme than `addr`'s is
+    /// refused before it is contacted.
     ///
     /// # Errors
-    /// [`Error::NoLeader`], [`Error::NotLeader`], [`Error::Sealed`], [`Error::NotRaft`] or
-    /// transport errors, each naming the node.
+    /// [`Error::NoLeader`], [`Error::NotLeader`], [`Error::SchemeMismatch`], [`Error::Sealed`],
+    /// [`Error::NotRaft`] or transport errors, each naming the node.
     pub async fn find_leader(&self, addr: &Url) -> Result<Leader> {
         let info = self.leader_info(addr).await?;
         let leader = if info.is_self || !info.ha_enabled {
@@ -245,6 +246,14 @@ impl Vault {
                 status: 200,
                 detail: format!("leader_address {named:?} is not a URL"),
             })?;
+            // Before anything is sent there: a leader on another scheme would get the token,
+            // secret id or JWT in plain text (https -> http), or is a misconfigured api_addr.
+            if leader.scheme() != addr.scheme() {
+                return Err(Error::SchemeMismatch {
+                    asked: base(addr),
+                    leader: base(&leader),
+                });
+            }
             tracing::info!(asked = %base(addr), leader = %base(&leader), "VAULT_ADDR is a standby; going to the leader it names");
             let confirm = self.leader_info(&leader).await?;
             if !confirm.is_self {

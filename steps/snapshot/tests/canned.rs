@@ -7,37 +7,11 @@
 mod common;
 
 use common::{files, run_bin};
-use vault_backup_testbed::canned::{CannedVault, Snapshot};
+use vault_backup_testbed::canned::{CannedVault, Setup, Snapshot, test_tls};
 
-/// A small archive shaped like Vault's, made by the same code path the archive unit tests use:
-/// here from a real gzip tar built in the test.
+/// A small archive shaped like Vault's: a real gzip tar built in the test.
 fn archive() -> Vec<u8> {
-    use flate2::{Compression, write::GzEncoder};
-    use sha2::{Digest, Sha256};
-    let state = vec![42u8; 200_000];
-    let meta = format!(
-        r#"{{"Version":1,"Index":7,"Term":3,"Size":{}}}"#,
-        state.len()
-    );
-    let sums = format!(
-        "{}  meta.json\n{}  state.bin\n",
-        hex::encode(Sha256::digest(meta.as_bytes())),
-        hex::encode(Sha256::digest(&state))
-    );
-    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
-    for (name, data) in [
-        ("meta.json", meta.as_bytes()),
-        ("state.bin", &state[..]),
-        ("SHA256SUMS", sums.as_bytes()),
-        ("SHA256SUMS.sealed", b"sealed".as_slice()),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o600);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap()
+    archive_without("")
 }
 
 fn run_against(server: &CannedVault, dir: &std::path::Path) -> (i32, String) {
@@ -113,21 +87,173 @@ fn a_bad_first_answer_then_a_good_one_succeeds_on_retry() {
     common::sha256sum_check(dir.path(), sha);
 }
 
-#[test]
-fn a_missing_sealed_sums_file_is_refused() {
-    // What a standby served in upstream Vault issue 15258.
+/// `archive()`'s members without `leave_out`, in Vault's order, with `SHA256SUMS` listing
+/// `meta.json` and `state.bin` as Vault's does.
+fn archive_without(leave_out: &str) -> Vec<u8> {
     use flate2::{Compression, write::GzEncoder};
+    use sha2::{Digest, Sha256};
+    let state = vec![42u8; 200_000];
+    let meta = format!(
+        r#"{{"Version":1,"Index":7,"Term":3,"Size":{}}}"#,
+        state.len()
+    );
+    let sums = format!(
+        "{}  meta.json\n{}  state.bin\n",
+        hex::encode(Sha256::digest(meta.as_bytes())),
+        hex::encode(Sha256::digest(&state))
+    );
     let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
-    let mut h = tar::Header::new_gnu();
-    h.set_size(2);
-    h.set_cksum();
-    b.append_data(&mut h, "meta.json", &b"{}"[..]).unwrap();
-    let data = b.into_inner().unwrap().finish().unwrap();
-    let server = CannedVault::start(vec![Snapshot::Body(data)]);
+    for (name, data) in [
+        ("meta.json", meta.as_bytes()),
+        ("state.bin", &state[..]),
+        ("SHA256SUMS", sums.as_bytes()),
+        ("SHA256SUMS.sealed", b"sealed".as_slice()),
+    ] {
+        if name == leave_out {
+            continue;
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn a_missing_sealed_sums_file_is_refused_naming_upstream_issue_15258() {
+    // What a standby served in upstream Vault issue 15258: everything but SHA256SUMS.sealed.
+    let server = CannedVault::start(vec![Snapshot::Body(archive_without("SHA256SUMS.sealed"))]);
     let dir = tempfile::tempdir().unwrap();
     let (code, stderr) = run_against(&server, dir.path());
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("15258"), "{stderr}");
+    assert!(
+        stderr.contains("the archive has no SHA256SUMS.sealed") && stderr.contains("15258"),
+        "{stderr}"
+    );
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn another_missing_member_is_refused_without_blaming_issue_15258() {
+    let server = CannedVault::start(vec![Snapshot::Body(archive_without("state.bin"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_against(&server, dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("the archive has no state.bin"), "{stderr}");
+    assert!(
+        !stderr.contains("15258"),
+        "issue 15258 is about SHA256SUMS.sealed only: {stderr}"
+    );
+    assert!(files(dir.path()).is_empty());
+}
+
+/// No request that reached `server` carried a credential.
+fn assert_no_credential_reached(server: &CannedVault) {
+    for r in server.requests() {
+        assert!(
+            !r.has("x-vault-token") && !r.has("authorization") && !r.line.contains("/login"),
+            "a credential reached {}: {r:?}",
+            server.addr()
+        );
+    }
+}
+
+#[test]
+fn a_redirect_to_a_foreign_listener_is_not_followed_and_gets_no_token() {
+    // A node that said it leads, then answers the snapshot request with a 307 elsewhere (as a
+    // standby with disable_standby_reads does after losing an election). OpenBao only ever
+    // redirects to the leader it knows, so a redirect to a foreign listener needs a canned node.
+    let foreign = CannedVault::start(vec![Snapshot::Body(archive())]);
+    let node = CannedVault::start(vec![Snapshot::Redirect(format!(
+        "{}/v1/sys/storage/raft/snapshot",
+        foreign.addr()
+    ))]);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_against(&node, dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("redirected the snapshot to {}", foreign.addr())),
+        "{stderr}"
+    );
+    assert_eq!(node.snapshot_requests(), 3, "one attempt and two retries");
+    assert_eq!(
+        foreign.requests().len(),
+        0,
+        "the foreign listener was never asked: {:?}",
+        foreign.requests()
+    );
+    assert_no_credential_reached(&foreign);
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_redirect_to_the_leader_itself_is_followed() {
+    // The same origin as the leader sys/leader named: followed, and the snapshot is saved.
+    let node = CannedVault::start(vec![
+        Snapshot::Redirect("/v1/sys/storage/raft/snapshot".into()),
+        Snapshot::Body(archive()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_against(&node, dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(node.snapshot_requests(), 2);
+    assert!(!stderr.contains("backing off"), "{stderr}");
+    let sha = files(dir.path())
+        .into_iter()
+        .find(|f| f.ends_with(".snap.sha256"))
+        .expect("a snapshot");
+    common::sha256sum_check(dir.path(), &sha);
+}
+
+#[test]
+fn a_leader_named_with_another_scheme_gets_no_credential() {
+    // VAULT_ADDR is https; the standby names a plain-http leader (a mistaken api_addr, or
+    // someone on the path). Nothing may go there in plain text: the run stops at once, exit 1.
+    // A canned TLS standby, because OpenBao only names the api_addr its leader was given.
+    let certs = tempfile::tempdir().unwrap();
+    let tls = test_tls(certs.path());
+    let plain = CannedVault::start(vec![Snapshot::Body(archive())]);
+    let standby = CannedVault::start_with(
+        vec![Snapshot::Status(500, "not expected here".into())],
+        Setup {
+            leader_address: Some(plain.addr().to_owned()),
+            tls: Some(tls.clone()),
+        },
+    );
+    assert!(standby.addr().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", standby.addr()),
+        ("VAULT_CACERT", &tls.ca.display().to_string()),
+        ("VAULT_TOKEN", "s.canned-token"),
+        ("SNAPSHOT_DIR", &dir.path().display().to_string()),
+        ("SNAPSHOT_RETRIES", "2"),
+        ("SNAPSHOT_RETRY_DELAY", "1s"),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("Service of the active node") && stderr.contains(plain.addr()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backing off"), "not retried: {stderr}");
+    assert!(
+        standby
+            .requests()
+            .iter()
+            .any(|r| r.line.contains("/v1/sys/leader")),
+        "the standby was asked: {:?}",
+        standby.requests()
+    );
+    assert_eq!(
+        plain.connections(),
+        0,
+        "nothing was sent to the plain-http leader: {:?}",
+        plain.requests()
+    );
+    assert_no_credential_reached(&plain);
+    assert!(!stderr.contains("s.canned-token"));
     assert!(files(dir.path()).is_empty());
 }
 
