@@ -7,24 +7,30 @@
 //! copy that is not, reads each copy back, and then applies retention per store. One failing
 //! store does not stop the others; the exit code says whether all of them succeeded.
 //!
-//! Modules: [`store`] (the only one that speaks to `object_store` and the store directory),
-//! [`upload`] (one snapshot into one store), [`retention`] (the pure plan).
+//! Modules: [`config`] (the environment into a checked [`Config`]), [`error`] (what stops the
+//! step, and its exit code), [`store`] (the only one that speaks to `object_store` and the
+//! store directory), [`upload`] (one snapshot into one store), [`retention`] (the pure plan and
+//! the code that carries it out), [`report`] (what the run did). This file is the run, in the
+//! order it happens.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use tracing::{error, info, warn};
-use vault_backup_common::artifact::{self, Artifact, ArtifactError};
-use vault_backup_common::env::{self as cfg, ConfigError, Secret};
-use vault_backup_common::exit::{CONFIG, ExitStatus, FAILED};
-use vault_backup_common::tekton::Results;
-
+pub mod config;
+pub mod error;
+pub mod report;
 pub mod retention;
 pub mod store;
 pub mod upload;
 
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+use vault_backup_common::artifact::{self, Artifact, ArtifactError};
+use vault_backup_common::exit::one_line;
+use vault_backup_common::progress::mb_per_s;
+
+pub use config::{
+    Config, RESULT_DIR_PATH, RESULT_S3_URL, RESULT_SYNCED_STORES, RawConfig, S3Config, Which,
+};
+pub use error::{Error, Result};
+pub use report::{StoreReport, Summary};
 pub use upload::Cancel;
 
 /// `--help` text: the variables the step reads.
@@ -55,450 +61,6 @@ retention per store. Configuration comes from the environment:
 
 Results: synced-stores, s3-url, dir-path (RESULTS_DIR or RESULT_<NAME>_PATH).
 Exit codes: 0 all stores hold a verified copy; 1 a store or the snapshot failed; 2 bad configuration.";
-
-/// The Tekton result with the comma-separated names of the stores that hold a verified copy.
-pub const RESULT_SYNCED_STORES: &str = "synced-stores";
-/// The Tekton result with the `s3://bucket/key` of the snapshot.
-pub const RESULT_S3_URL: &str = "s3-url";
-/// The Tekton result with the snapshot's path in `BACKUP_DIR`.
-pub const RESULT_DIR_PATH: &str = "dir-path";
-
-/// The configuration as read from the environment: exactly the documented names, unparsed.
-#[derive(Deserialize, Default)]
-#[allow(missing_docs)]
-pub struct RawConfig {
-    pub snapshot_dir: String,
-    pub snapshot_name: Option<String>,
-    pub snapshot_name_file: Option<String>,
-    pub snapshot_prefix: Option<String>,
-    pub bucket_host: Option<String>,
-    pub bucket_port: Option<String>,
-    pub bucket_name: Option<String>,
-    pub bucket_region: Option<String>,
-    pub aws_access_key_id: Option<String>,
-    pub aws_secret_access_key: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_bucket: Option<String>,
-    pub s3_prefix: Option<String>,
-    pub s3_tls: Option<String>,
-    pub s3_cacert: Option<String>,
-    pub backup_dir: Option<String>,
-    pub retain_last: Option<String>,
-    pub retain_days: Option<String>,
-    pub retain_daily: Option<String>,
-    pub retain_weekly: Option<String>,
-    pub retain_monthly: Option<String>,
-    pub retain_dry_run: Option<String>,
-}
-
-/// Which snapshot in the workspace to sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Which {
-    /// The one named by `SNAPSHOT_NAME` or `SNAPSHOT_NAME_FILE`.
-    Named(String),
-    /// The newest complete `<prefix>-<timestamp>` snapshot.
-    Newest,
-}
-
-/// Where and how to reach the S3 bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Config {
-    /// `http(s)://host[:port]`; `None` means AWS itself (virtual-hosted addressing).
-    pub endpoint: Option<String>,
-    /// The variable the endpoint came from, for error messages.
-    pub endpoint_variable: &'static str,
-    /// The bucket.
-    pub bucket: String,
-    /// The region to sign for.
-    pub region: String,
-    /// The access key id.
-    pub access_key_id: String,
-    /// The secret access key.
-    pub secret_access_key: Secret,
-    /// Key prefix without leading or trailing `/`; empty for the bucket's root.
-    pub prefix: String,
-    /// A PEM bundle to trust, read from `S3_CACERT`.
-    pub ca_cert: Option<Vec<u8>>,
-}
-
-/// The validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The workspace with the snapshot (`SNAPSHOT_DIR`).
-    pub snapshot_dir: PathBuf,
-    /// Which snapshot.
-    pub which: Which,
-    /// The name prefix (`SNAPSHOT_PREFIX`).
-    pub prefix: String,
-    /// The S3 store, if configured.
-    pub s3: Option<S3Config>,
-    /// The directory store (`BACKUP_DIR`), if configured.
-    pub backup_dir: Option<PathBuf>,
-    /// Retention, the same for every store.
-    pub retention: retention::Policy,
-    /// Log the retention plan without deleting (`RETAIN_DRY_RUN`).
-    pub dry_run: bool,
-    /// Where Tekton results go.
-    pub results: Results,
-}
-
-impl Config {
-    /// Reads and validates the configuration from the environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the variable at fault.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let raw: RawConfig = cfg::from_env()?;
-        let mut config = Self::try_from(raw)?;
-        config.results = Results::from_env(&[RESULT_SYNCED_STORES, RESULT_S3_URL, RESULT_DIR_PATH]);
-        Ok(config)
-    }
-}
-
-impl TryFrom<RawConfig> for Config {
-    type Error = ConfigError;
-
-    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        let snapshot_dir = cfg::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
-        let prefix = cfg::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?;
-        let which = match (
-            raw.snapshot_name.as_deref(),
-            raw.snapshot_name_file.as_deref(),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "SNAPSHOT_NAME, SNAPSHOT_NAME_FILE",
-                    "both are set; set one of them, or neither for the newest complete snapshot",
-                ));
-            }
-            (Some(name), None) => Which::Named(snapshot_name("SNAPSHOT_NAME", name)?),
-            (None, Some(file)) => {
-                let text = std::fs::read_to_string(file.trim()).map_err(|e| {
-                    ConfigError::new("SNAPSHOT_NAME_FILE", format!("cannot read {file}: {e}"))
-                })?;
-                Which::Named(snapshot_name("SNAPSHOT_NAME_FILE", text.trim())?)
-            }
-            (None, None) => Which::Newest,
-        };
-        let s3 = s3_config(&raw)?;
-        let backup_dir = raw
-            .backup_dir
-            .as_deref()
-            .map(|d| cfg::existing_dir("BACKUP_DIR", d.trim()))
-            .transpose()?;
-        if s3.is_none() && backup_dir.is_none() {
-            return Err(ConfigError::new(
-                "BUCKET_NAME, S3_BUCKET, BACKUP_DIR",
-                "no store configured; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, and/or BACKUP_DIR",
-            ));
-        }
-        let count = |var: &str, v: &Option<String>| cfg::parse_count(var, v.as_deref(), 1, 100_000);
-        let retention = retention::Policy {
-            last: count("RETAIN_LAST", &raw.retain_last)?,
-            within_days: count("RETAIN_DAYS", &raw.retain_days)?,
-            daily: count("RETAIN_DAILY", &raw.retain_daily)?,
-            weekly: count("RETAIN_WEEKLY", &raw.retain_weekly)?,
-            monthly: count("RETAIN_MONTHLY", &raw.retain_monthly)?,
-        };
-        let dry_run = cfg::parse_bool("RETAIN_DRY_RUN", raw.retain_dry_run.as_deref(), false)?;
-        Ok(Self {
-            snapshot_dir,
-            which,
-            prefix,
-            s3,
-            backup_dir,
-            retention,
-            dry_run,
-            results: Results::default(),
-        })
-    }
-}
-
-/// A snapshot name as a file name stem: no path, no suffix.
-fn snapshot_name(variable: &str, name: &str) -> Result<String, ConfigError> {
-    let name = name.trim();
-    if name.ends_with(artifact::SNAP_SUFFIX) || name.contains(".snap.") {
-        return Err(ConfigError::new(
-            variable,
-            format!("expected the snapshot name without its .snap suffix, got {name:?}"),
-        ));
-    }
-    cfg::name_prefix(variable, Some(name), "").map_err(|_| {
-        ConfigError::new(
-            variable,
-            format!(
-                "expected a snapshot name of letters, digits, '-', '_' or '.' such as vault-20261124T063700Z, got {name:?}"
-            ),
-        )
-    })
-}
-
-/// The S3 store's settings from either form, or `None` if no bucket variable is set.
-fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
-    let trimmed = |v: &Option<String>| v.as_deref().map(str::trim).map(str::to_owned);
-    let bucket = match (trimmed(&raw.bucket_name), trimmed(&raw.s3_bucket)) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ConfigError::new(
-                "BUCKET_NAME, S3_BUCKET",
-                "both are set and differ; set BUCKET_NAME (ObjectBucketClaim) or S3_BUCKET, not both",
-            ));
-        }
-        (Some(a), _) => Some(a),
-        (None, b) => b,
-    };
-    let Some(bucket) = bucket else {
-        // Anything S3-specific without a bucket is a mistake worth stopping for.
-        let stray = [
-            ("BUCKET_HOST", &raw.bucket_host),
-            ("BUCKET_PORT", &raw.bucket_port),
-            ("BUCKET_REGION", &raw.bucket_region),
-            ("S3_ENDPOINT", &raw.s3_endpoint),
-            ("S3_PREFIX", &raw.s3_prefix),
-            ("S3_TLS", &raw.s3_tls),
-            ("S3_CACERT", &raw.s3_cacert),
-        ];
-        if let Some((var, _)) = stray.iter().find(|(_, v)| v.is_some()) {
-            return Err(ConfigError::new(
-                *var,
-                "is set but no bucket is: set BUCKET_NAME (ObjectBucketClaim) or S3_BUCKET",
-            ));
-        }
-        return Ok(None);
-    };
-    let tls = cfg::parse_bool("S3_TLS", raw.s3_tls.as_deref(), true)?;
-    let (endpoint, endpoint_variable) = s3_endpoint(raw, tls)?;
-    if !tls && raw.s3_cacert.is_some() {
-        return Err(ConfigError::new(
-            "S3_CACERT",
-            "is set but S3_TLS is false; a CA bundle only applies to https",
-        ));
-    }
-    let access_key_id = trimmed(&raw.aws_access_key_id).ok_or_else(|| {
-        ConfigError::new(
-            "AWS_ACCESS_KEY_ID",
-            "is required for the S3 store but not set",
-        )
-    })?;
-    let secret_access_key = raw
-        .aws_secret_access_key
-        .as_deref()
-        .map(|s| Secret::new(s.trim()))
-        .ok_or_else(|| {
-            ConfigError::new(
-                "AWS_SECRET_ACCESS_KEY",
-                "is required for the S3 store but not set",
-            )
-        })?;
-    let prefix = trimmed(&raw.s3_prefix)
-        .map(|p| p.trim_matches('/').to_owned())
-        .unwrap_or_default();
-    if prefix
-        .split('/')
-        .any(|seg| (seg.is_empty() && !prefix.is_empty()) || seg == "." || seg == "..")
-        || prefix.chars().any(char::is_control)
-    {
-        return Err(ConfigError::new(
-            "S3_PREFIX",
-            format!("expected a key prefix such as backups/vault, got {prefix:?}"),
-        ));
-    }
-    let ca_cert = raw
-        .s3_cacert
-        .as_deref()
-        .map(|path| {
-            std::fs::read(path.trim())
-                .map_err(|e| ConfigError::new("S3_CACERT", format!("cannot read {path}: {e}")))
-        })
-        .transpose()?;
-    Ok(Some(S3Config {
-        endpoint,
-        endpoint_variable,
-        bucket,
-        region: trimmed(&raw.bucket_region).unwrap_or_else(|| "us-east-1".to_owned()),
-        access_key_id,
-        secret_access_key,
-        prefix,
-        ca_cert,
-    }))
-}
-
-/// The S3 endpoint URL from `BUCKET_HOST`/`BUCKET_PORT` or `S3_ENDPOINT`, with the variable it
-/// came from; `None` for AWS itself.
-fn s3_endpoint(raw: &RawConfig, tls: bool) -> Result<(Option<String>, &'static str), ConfigError> {
-    let trimmed = |v: &Option<String>| v.as_deref().map(str::trim).map(str::to_owned);
-    let tls_set = raw.s3_tls.is_some();
-    let scheme = if tls { "https" } else { "http" };
-    let endpoint = match (trimmed(&raw.bucket_host), trimmed(&raw.s3_endpoint)) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                "BUCKET_HOST, S3_ENDPOINT",
-                "both are set; set BUCKET_HOST (ObjectBucketClaim) or S3_ENDPOINT, not both",
-            ));
-        }
-        (Some(host), None) => {
-            if host.contains("://") || host.contains('/') || host.contains(' ') {
-                return Err(ConfigError::new(
-                    "BUCKET_HOST",
-                    format!("expected a host name such as s3.example.com, got {host:?}"),
-                ));
-            }
-            let port = cfg::parse_count("BUCKET_PORT", raw.bucket_port.as_deref(), 1, 65_535)?;
-            let url = match port {
-                Some(p) => format!("{scheme}://{host}:{p}"),
-                None => format!("{scheme}://{host}"),
-            };
-            (Some(url), "BUCKET_HOST")
-        }
-        (None, Some(ep)) => {
-            if raw.bucket_port.is_some() {
-                return Err(ConfigError::new(
-                    "BUCKET_PORT",
-                    "is set without BUCKET_HOST; with S3_ENDPOINT put the port in the URL",
-                ));
-            }
-            let ep = ep.trim_end_matches('/');
-            let url = if let Some(rest) = ep
-                .strip_prefix("https://")
-                .map(|r| (r, true))
-                .or_else(|| ep.strip_prefix("http://").map(|r| (r, false)))
-            {
-                let (rest, url_tls) = rest;
-                if tls_set && url_tls != tls {
-                    return Err(ConfigError::new(
-                        "S3_TLS, S3_ENDPOINT",
-                        "S3_TLS contradicts the scheme of S3_ENDPOINT; drop S3_TLS or fix the URL",
-                    ));
-                }
-                if rest.is_empty() || rest.contains('/') || rest.contains(' ') {
-                    return Err(ConfigError::new(
-                        "S3_ENDPOINT",
-                        format!(
-                            "expected a URL such as https://s3.example.com:9000 with no path, got {ep:?}"
-                        ),
-                    ));
-                }
-                ep.to_owned()
-            } else if ep.contains("://") || ep.contains('/') || ep.contains(' ') {
-                return Err(ConfigError::new(
-                    "S3_ENDPOINT",
-                    format!("expected an http(s) URL or host[:port], got {ep:?}"),
-                ));
-            } else {
-                format!("{scheme}://{ep}")
-            };
-            (Some(url), "S3_ENDPOINT")
-        }
-        (None, None) => {
-            if raw.bucket_port.is_some() {
-                return Err(ConfigError::new(
-                    "BUCKET_PORT",
-                    "is set without BUCKET_HOST",
-                ));
-            }
-            (None, "BUCKET_REGION")
-        }
-    };
-    Ok(endpoint)
-}
-
-/// Everything that can stop the step.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The configuration is unusable (exit 2).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// No snapshot to sync.
-    #[error(
-        "no complete snapshot named {prefix}-<timestamp> (with its .sha256) in {}; run the snapshot step first, or check SNAPSHOT_DIR and SNAPSHOT_PREFIX",
-        dir.display()
-    )]
-    NoSnapshot {
-        /// The workspace.
-        dir: PathBuf,
-        /// The prefix looked for.
-        prefix: String,
-    },
-    /// The snapshot in the workspace is incomplete, unreadable or does not match its checksum.
-    #[error("snapshot {name} in the workspace failed verification; nothing was uploaded")]
-    Workspace {
-        /// The snapshot.
-        name: String,
-        /// Why.
-        #[source]
-        source: ArtifactError,
-    },
-    /// Some stores failed; the others were done.
-    #[error("{} of {} stores failed: {}", failed.len(), summary.stores.len(), failed.join(", "))]
-    StoresFailed {
-        /// The names of the stores that failed.
-        failed: Vec<&'static str>,
-        /// What was done.
-        summary: Box<Summary>,
-    },
-    /// SIGTERM or SIGINT arrived; uploads in flight were aborted.
-    #[error(
-        "interrupted by a signal: uploads in flight were aborted and nothing is left under a final name"
-    )]
-    Interrupted,
-}
-
-impl ExitStatus for Error {
-    fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) => CONFIG,
-            _ => FAILED,
-        }
-    }
-}
-
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// What the run did.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The snapshot synced.
-    pub snapshot: String,
-    /// Its size.
-    pub bytes: u64,
-    /// Its SHA-256 (hex).
-    pub sha256: String,
-    /// One report per store, in configuration order (S3, then directory).
-    pub stores: Vec<StoreReport>,
-}
-
-/// One store's outcome.
-#[derive(Debug, Clone)]
-pub struct StoreReport {
-    /// `s3` or `dir`.
-    pub store: &'static str,
-    /// Where the snapshot is (URL or path).
-    pub location: String,
-    /// The upload's error, if it failed (then retention did not run).
-    pub upload_error: Option<String>,
-    /// Seconds the upload took.
-    pub seconds: f64,
-    /// The retention plan carried out (or, on a dry run, logged); `None` if retention did not run.
-    pub retention: Option<Vec<retention::Decision>>,
-    /// Snapshots deleted by retention.
-    pub deleted: Vec<String>,
-    /// The retention error, if deleting failed.
-    pub retention_error: Option<String>,
-}
-
-impl StoreReport {
-    /// The store holds a verified copy.
-    #[must_use]
-    pub fn synced(&self) -> bool {
-        self.upload_error.is_none()
-    }
-
-    /// Upload and retention both succeeded.
-    #[must_use]
-    pub fn ok(&self) -> bool {
-        self.upload_error.is_none() && self.retention_error.is_none()
-    }
-}
 
 /// Runs the step; SIGTERM or SIGINT aborts uploads in flight.
 ///
@@ -652,7 +214,7 @@ async fn sync_store(
     };
     if let Err(e) = upload::upload(store, source, cancel).await {
         report.seconds = started.elapsed().as_secs_f64();
-        let chain = error_chain(&e);
+        let chain = one_line(&e);
         error!(store = store.name(), location = %location, "copy failed, retention skipped for this store: {chain}");
         report.upload_error = Some(chain);
         return report;
@@ -670,55 +232,25 @@ async fn sync_store(
     if config.retention.is_empty() || cancel.is_cancelled() {
         return report;
     }
-    match apply_retention(store, config, source.artifact.name(), now, &mut report).await {
-        Ok(()) => {}
-        Err(e) => {
-            let chain = error_chain(&e);
-            error!(store = store.name(), "retention failed: {chain}");
-            report.retention_error = Some(chain);
-        }
+    let mut applied = retention::Applied::default();
+    let outcome = retention::apply(
+        store,
+        &config.prefix,
+        source.artifact.name(),
+        &config.retention,
+        config.dry_run,
+        now,
+        &mut applied,
+    )
+    .await;
+    report.retention = applied.plan;
+    report.deleted = applied.deleted;
+    if let Err(e) = outcome {
+        let chain = one_line(&e);
+        error!(store = store.name(), "retention failed: {chain}");
+        report.retention_error = Some(chain);
     }
     report
-}
-
-async fn apply_retention(
-    store: &dyn store::Store,
-    config: &Config,
-    current: &str,
-    now: DateTime<Utc>,
-    report: &mut StoreReport,
-) -> Result<(), store::Error> {
-    let files = store.list().await?;
-    let snapshots = retention::snapshots_from_files(&files, &config.prefix, current);
-    let plan = retention::plan(&snapshots, &config.retention, now);
-    for d in &plan {
-        let reasons: Vec<String> = d.reasons.iter().map(ToString::to_string).collect();
-        info!(
-            store = store.name(),
-            snapshot = %d.name,
-            action = if d.keep { "keep" } else { "delete" },
-            complete = d.complete,
-            reasons = %reasons.join(", "),
-            "retention plan"
-        );
-    }
-    let doomed: Vec<&retention::Decision> = plan.iter().filter(|d| !d.keep).collect();
-    let kept = plan.len() - doomed.len();
-    report.retention = Some(plan.clone());
-    if config.dry_run {
-        info!(store = store.name(), policy = %config.retention, kept, "dry run (RETAIN_DRY_RUN): would delete {} snapshots", doomed.len());
-        return Ok(());
-    }
-    for d in doomed {
-        let a = Artifact::new(d.name.clone());
-        // Checksum first: from then on the copy is incomplete and never mistaken for whole.
-        for file in [a.sha256_file(), a.snap_file(), a.manifest_file()] {
-            store.delete(&file).await?;
-        }
-        report.deleted.push(d.name.clone());
-    }
-    info!(store = store.name(), policy = %config.retention, kept, "deleted {} snapshots", report.deleted.len());
-    Ok(())
 }
 
 fn write_results(config: &Config, summary: &Summary) {
@@ -745,79 +277,19 @@ fn write_results(config: &Config, summary: &Summary) {
     }
 }
 
-/// Megabytes (10^6) per second.
-#[allow(clippy::cast_precision_loss)]
-#[must_use]
-pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
-}
-
-/// An error and its causes on one line, skipping a cause whose text its parent already shows
-/// (`object_store` errors repeat their source in their own message).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut last = s.clone();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !last.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        last = text;
-        source = cause.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstest::rstest;
-
-    fn raw(ws: &std::path::Path, pairs: &[(&str, &str)]) -> RawConfig {
-        let mut vars: Vec<(String, String)> =
-            vec![("SNAPSHOT_DIR".into(), ws.display().to_string())];
-        vars.extend(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        cfg::from_iter(vars).unwrap()
-    }
-
-    fn obc() -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("BUCKET_HOST", "rook-ceph-rgw.rook-ceph.svc"),
-            ("BUCKET_NAME", "backups-1a2b"),
-            ("AWS_ACCESS_KEY_ID", "AKIA"),
-            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
-        ]
-    }
-
-    #[rstest]
-    #[case::obc_default_https(&[], Some("https://rook-ceph-rgw.rook-ceph.svc"))]
-    #[case::obc_port(&[("BUCKET_PORT", "8443")], Some("https://rook-ceph-rgw.rook-ceph.svc:8443"))]
-    #[case::obc_plain_http(&[("BUCKET_PORT", "80"), ("S3_TLS", "false")], Some("http://rook-ceph-rgw.rook-ceph.svc:80"))]
-    fn obc_endpoints(#[case] extra: &[(&str, &str)], #[case] want: Option<&str>) {
-        let ws = tempfile::tempdir().unwrap();
-        let mut pairs = obc();
-        pairs.extend_from_slice(extra);
-        let c = Config::try_from(raw(ws.path(), &pairs)).unwrap();
-        let s3 = c.s3.unwrap();
-        assert_eq!(s3.endpoint.as_deref(), want);
-        assert_eq!(s3.bucket, "backups-1a2b");
-        assert_eq!(s3.region, "us-east-1");
-        assert_eq!(s3.secret_access_key.expose(), "s3cr3t");
-        assert!(!format!("{s3:?}").contains("s3cr3t"));
-        assert_eq!(c.which, Which::Newest);
-        assert!(c.retention.is_empty());
-    }
 
     #[test]
     fn without_a_name_the_newest_complete_snapshot_is_chosen() {
         let ws = tempfile::tempdir().unwrap();
-        let c = Config::try_from(raw(ws.path(), &[("BACKUP_DIR", "/")])).unwrap();
+        let c = Config::try_from(RawConfig {
+            snapshot_dir: ws.path().display().to_string(),
+            backup_dir: Some("/".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
         assert!(matches!(newest_complete(&c), Err(Error::NoSnapshot { .. })));
         let touch = |f: &str| std::fs::write(ws.path().join(f), b"x").unwrap();
         for f in [
@@ -837,85 +309,5 @@ mod tests {
             newest_complete(&c).unwrap().name(),
             "vault-20261102T000000Z"
         );
-    }
-
-    #[rstest]
-    #[case::url("https://minio.example:9000/", None, Ok("https://minio.example:9000"))]
-    #[case::host_port_tls("minio.example:9000", None, Ok("https://minio.example:9000"))]
-    #[case::host_port_plain("minio.example:9000", Some("false"), Ok("http://minio.example:9000"))]
-    #[case::url_http("http://127.0.0.1:8333", None, Ok("http://127.0.0.1:8333"))]
-    #[case::contradiction("http://127.0.0.1:8333", Some("true"), Err("S3_TLS, S3_ENDPOINT"))]
-    #[case::path("https://minio.example/bucket", None, Err("S3_ENDPOINT"))]
-    #[case::scheme("ftp://minio.example", None, Err("S3_ENDPOINT"))]
-    fn plain_endpoints(
-        #[case] endpoint: &str,
-        #[case] tls: Option<&str>,
-        #[case] want: Result<&str, &str>,
-    ) {
-        let ws = tempfile::tempdir().unwrap();
-        let mut pairs = vec![
-            ("S3_ENDPOINT", endpoint),
-            ("S3_BUCKET", "b1"),
-            ("AWS_ACCESS_KEY_ID", "k"),
-            ("AWS_SECRET_ACCESS_KEY", "s"),
-        ];
-        if let Some(tls) = tls {
-            pairs.push(("S3_TLS", tls));
-        }
-        let got = Config::try_from(raw(ws.path(), &pairs));
-        match want {
-            Ok(url) => assert_eq!(got.unwrap().s3.unwrap().endpoint.as_deref(), Some(url)),
-            Err(var) => assert_eq!(got.unwrap_err().variable, var),
-        }
-    }
-
-    #[test]
-    fn the_same_bucket_in_both_forms_is_fine_and_prefix_is_trimmed() {
-        let ws = tempfile::tempdir().unwrap();
-        let mut pairs = obc();
-        pairs.extend([("S3_BUCKET", "backups-1a2b"), ("S3_PREFIX", "/vault/prod/")]);
-        let s3 = Config::try_from(raw(ws.path(), &pairs))
-            .unwrap()
-            .s3
-            .unwrap();
-        assert_eq!(s3.prefix, "vault/prod");
-        pairs.retain(|(k, _)| *k != "S3_PREFIX");
-        pairs.push(("S3_PREFIX", "a//b"));
-        let err = Config::try_from(raw(ws.path(), &pairs)).unwrap_err();
-        assert_eq!(err.variable, "S3_PREFIX");
-    }
-
-    #[test]
-    fn name_file_and_retention_are_read() {
-        let ws = tempfile::tempdir().unwrap();
-        let name_file = ws.path().join("snapshot-name");
-        std::fs::write(&name_file, "vault-20261124T063700Z\n").unwrap();
-        let c = Config::try_from(raw(
-            ws.path(),
-            &[
-                ("BACKUP_DIR", &ws.path().display().to_string()),
-                ("SNAPSHOT_NAME_FILE", &name_file.display().to_string()),
-                ("RETAIN_LAST", "7"),
-                ("RETAIN_MONTHLY", "12"),
-                ("RETAIN_DRY_RUN", "yes"),
-            ],
-        ))
-        .unwrap();
-        assert_eq!(c.which, Which::Named("vault-20261124T063700Z".into()));
-        assert_eq!(c.retention.last, Some(7));
-        assert_eq!(c.retention.monthly, Some(12));
-        assert!(c.dry_run);
-        assert!(c.s3.is_none());
-    }
-
-    #[test]
-    fn error_chains_skip_repeated_causes() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer: {0}")]
-        struct Outer(#[source] Inner);
-        #[derive(Debug, thiserror::Error)]
-        #[error("inner")]
-        struct Inner;
-        assert_eq!(error_chain(&Outer(Inner)), "outer: inner");
     }
 }

@@ -295,7 +295,10 @@ async fn stream(
                 bytes = done,
                 total = source.bytes,
                 percent = done * 100 / source.bytes.max(1),
-                mb_per_s = format_args!("{:.1}", crate::mb_per_s(done, started.elapsed())),
+                mb_per_s = format_args!(
+                    "{:.1}",
+                    vault_backup_common::progress::mb_per_s(done, started.elapsed())
+                ),
                 "uploading"
             );
         }
@@ -319,7 +322,7 @@ async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
             store = store.name(),
             location,
             "could not abort the upload (a bucket lifecycle rule for incomplete multipart uploads cleans it up): {}",
-            crate::error_chain(&e)
+            vault_backup_common::exit::one_line(&e)
         ),
     }
 }

@@ -1,0 +1,50 @@
+//! What a run did, per store: the value [`crate::run`] returns and the Tekton results are
+//! written from.
+
+use crate::retention;
+
+/// What the run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The snapshot synced.
+    pub snapshot: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256 (hex).
+    pub sha256: String,
+    /// One report per store, in configuration order (S3, then directory).
+    pub stores: Vec<StoreReport>,
+}
+
+/// One store's outcome.
+#[derive(Debug, Clone)]
+pub struct StoreReport {
+    /// `s3` or `dir`.
+    pub store: &'static str,
+    /// Where the snapshot is (URL or path).
+    pub location: String,
+    /// The upload's error, if it failed (then retention did not run).
+    pub upload_error: Option<String>,
+    /// Seconds the upload took.
+    pub seconds: f64,
+    /// The retention plan carried out (or, on a dry run, logged); `None` if retention did not run.
+    pub retention: Option<Vec<retention::Decision>>,
+    /// Snapshots deleted by retention.
+    pub deleted: Vec<String>,
+    /// The retention error, if deleting failed.
+    pub retention_error: Option<String>,
+}
+
+impl StoreReport {
+    /// The store holds a verified copy.
+    #[must_use]
+    pub fn synced(&self) -> bool {
+        self.upload_error.is_none()
+    }
+
+    /// Upload and retention both succeeded.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.upload_error.is_none() && self.retention_error.is_none()
+    }
+}

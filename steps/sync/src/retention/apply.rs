@@ -1,0 +1,71 @@
+//! Carries out a retention plan in one store: list, plan, log, then delete (unless a dry run).
+
+use chrono::{DateTime, Utc};
+use tracing::info;
+use vault_backup_common::artifact::Artifact;
+
+use super::plan::{self, Decision, Policy};
+use crate::store::{self, Store};
+
+/// What retention did in one store; filled in as it goes, so a failure halfway still shows
+/// the plan and what was deleted before it.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The plan, once made.
+    pub plan: Option<Vec<Decision>>,
+    /// The snapshots deleted (their three files).
+    pub deleted: Vec<String>,
+}
+
+/// Lists `store`, plans retention for the snapshots named `<prefix>-<timestamp>` (`current` is
+/// the one this run uploaded), logs the plan and carries it out; on a dry run stops after the
+/// log line "would delete N snapshots".
+///
+/// # Errors
+/// The [`store::Error`] of the listing or of the first deletion that failed; `applied` then
+/// holds what was done before it.
+pub async fn apply(
+    store: &dyn Store,
+    prefix: &str,
+    current: &str,
+    policy: &Policy,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    applied: &mut Applied,
+) -> Result<(), store::Error> {
+    let files = store.list().await?;
+    let snapshots = plan::snapshots_from_files(&files, prefix, current);
+    let decisions = plan::plan(&snapshots, policy, now);
+    for d in &decisions {
+        let reasons: Vec<String> = d.reasons.iter().map(ToString::to_string).collect();
+        info!(
+            store = store.name(),
+            snapshot = %d.name,
+            action = if d.keep { "keep" } else { "delete" },
+            complete = d.complete,
+            reasons = %reasons.join(", "),
+            "retention plan"
+        );
+    }
+    let doomed: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.name.clone())
+        .collect();
+    let kept = decisions.len() - doomed.len();
+    applied.plan = Some(decisions);
+    if dry_run {
+        info!(store = store.name(), policy = %policy, kept, "dry run (RETAIN_DRY_RUN): would delete {} snapshots", doomed.len());
+        return Ok(());
+    }
+    for name in doomed {
+        let a = Artifact::new(name);
+        // Checksum first: from then on the copy is incomplete and never mistaken for whole.
+        for file in [a.sha256_file(), a.snap_file(), a.manifest_file()] {
+            store.delete(&file).await?;
+        }
+        applied.deleted.push(a.name().to_owned());
+    }
+    info!(store = store.name(), policy = %policy, kept, "deleted {} snapshots", applied.deleted.len());
+    Ok(())
+}
