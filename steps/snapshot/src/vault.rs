@@ -5,7 +5,6 @@
 //! the `X-Vault-Token` header wherever it points. So the client follows no redirects itself and
 //! [`Vault::open_snapshot`] follows one only to the leader that `sys/leader` named.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
@@ -74,6 +73,27 @@ fn origin(u: &Url) -> (String, Option<String>, Option<u16>) {
     )
 }
 
+/// Whether a transport error is a failed TLS handshake (untrusted or mismatched certificate, a
+/// peer that does not speak TLS): decided by the error's sources, where rustls reports it, never
+/// by the message text, which holds the URL (a host named `vault-tls-0` is not a TLS failure).
+fn is_tls_failure(err: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // The rustls error arrives wrapped in io::Errors (tokio-rustls, then hyper-util), and an
+        // io::Error's source() skips the error it wraps, so step into it with get_ref().
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
 fn base(addr: &Url) -> String {
     addr.as_str().trim_end_matches('/').to_owned()
 }
@@ -136,17 +156,7 @@ impl Vault {
                 after: timeout,
             };
         }
-        let mut chain = String::new();
-        let mut source: Option<&dyn std::error::Error> = Some(&err);
-        while let Some(e) = source {
-            let _ = write!(chain, "{e} {e:?} ");
-            source = e.source();
-        }
-        let chain = chain.to_ascii_lowercase();
-        if ["certificate", "tls", "handshake", "unknownissuer"]
-            .iter()
-            .any(|w| chain.contains(w))
-        {
+        if is_tls_failure(&err) {
             Error::Tls { addr, source: err }
         } else {
             Error::Unreachable { addr, source: err }
@@ -442,6 +452,69 @@ mod tests {
         assert_eq!(detail(r#"{"errors":["a","b"]}"#), "a; b");
         assert_eq!(detail(""), "(no error text)");
         assert_eq!(detail(&"x".repeat(1000)).len(), 300);
+    }
+
+    /// The error of one GET through `client`.
+    async fn failed_get(client: &reqwest::Client, url: &str) -> Error {
+        let err = client.get(url).send().await.expect_err("the request fails");
+        Vault::transport(&Url::parse(url).unwrap(), err, Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_to_a_host_named_tls_is_unreachable_and_retried() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The listener is gone: the port refuses. The name resolves to it without DNS.
+        let host = "vault-tls-0.vault-tls-handshake-certificate.svc";
+        let client = reqwest::Client::builder()
+            .resolve(host, ([127, 0, 0, 1], port).into())
+            .build()
+            .unwrap();
+        for url in [
+            format!("http://{host}:{port}/v1/sys/leader"),
+            format!("https://{host}:{port}/v1/sys/leader"),
+        ] {
+            let err = failed_get(&client, &url).await;
+            assert!(matches!(err, Error::Unreachable { .. }), "{url}: {err:?}");
+            assert!(err.is_retryable(), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_a_tls_failure_and_not_retried() {
+        use vault_backup_testbed::canned::{CannedVault, Setup, Snapshot, test_tls};
+        let certs = tempfile::tempdir().unwrap();
+        let server = CannedVault::start_with(
+            vec![Snapshot::Status(500, "unused".into())],
+            Setup {
+                leader_address: None,
+                tls: Some(test_tls(certs.path())),
+            },
+        );
+        let client = reqwest::Client::new();
+        let err = failed_get(&client, &format!("{}/v1/sys/leader", server.addr())).await;
+        assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_listener_is_a_tls_failure() {
+        // What Go's HTTP server (Vault, OpenBao) answers to a TLS handshake on a plain listener.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.read(&mut [0u8; 1024]);
+                let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n");
+            }
+        });
+        let url = format!("https://127.0.0.1:{port}/v1/sys/leader");
+        let err = failed_get(&reqwest::Client::new(), &url).await;
+        assert!(matches!(err, Error::Tls { .. }), "{err:?}");
     }
 
     #[test]
