@@ -72,7 +72,8 @@ pub struct S3Config {
     pub secret_access_key: Secret,
     /// Key prefix without leading or trailing `/`; empty for the bucket's root.
     pub prefix: String,
-    /// A PEM bundle to trust, read from `S3_CACERT`.
+    /// A PEM bundle to trust, read from `S3_CACERT` and checked to hold at least one
+    /// certificate.
     pub ca_cert: Option<Vec<u8>>,
 }
 
@@ -257,14 +258,7 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
             format!("expected a key prefix such as backups/vault, got {prefix:?}"),
         ));
     }
-    let ca_cert = raw
-        .s3_cacert
-        .as_deref()
-        .map(|path| {
-            std::fs::read(path.trim())
-                .map_err(|e| ConfigError::new("S3_CACERT", format!("cannot read {path}: {e}")))
-        })
-        .transpose()?;
+    let ca_cert = raw.s3_cacert.as_deref().map(ca_bundle).transpose()?;
     Ok(Some(S3Config {
         endpoint,
         endpoint_variable,
@@ -275,6 +269,25 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
         prefix,
         ca_cert,
     }))
+}
+
+/// Reads `S3_CACERT` and checks that it parses as one or more PEM certificates, so that a bad
+/// bundle stops the step here rather than after the snapshot was hashed.
+fn ca_bundle(path: &str) -> Result<Vec<u8>, ConfigError> {
+    let path = path.trim();
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new("S3_CACERT", format!("cannot read {path}: {e}")))?;
+    match object_store::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(ConfigError::new(
+            "S3_CACERT",
+            format!("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        )),
+        Err(e) => Err(ConfigError::new(
+            "S3_CACERT",
+            format!("{path} is not a PEM certificate bundle: {e}"),
+        )),
+    }
 }
 
 /// The S3 endpoint URL from `BUCKET_HOST`/`BUCKET_PORT` or `S3_ENDPOINT`, with the variable it

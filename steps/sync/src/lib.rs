@@ -31,7 +31,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use report::{StoreReport, Summary};
-pub use upload::Cancel;
+pub use tokio_util::sync::CancellationToken;
 
 /// `--help` text: the variables the step reads.
 pub const USAGE: &str = "\
@@ -68,23 +68,19 @@ Exit codes: 0 all stores hold a verified copy; 1 a store or the snapshot failed;
 /// See [`Error`]: configuration (exit 2), a missing or corrupt snapshot, failed stores or a
 /// signal (exit 1).
 pub async fn run(config: Config) -> Result<Summary> {
-    let (trigger, cancel) = Cancel::new();
-    let signals = tokio::spawn(async move {
-        if let Some(signal) = vault_backup_common::exit::termination().await {
-            warn!(signal, "stopping: aborting uploads in flight");
-            trigger.cancel();
-        }
-    });
-    let result = run_with(config, &cancel, Utc::now()).await;
-    signals.abort();
-    result
+    let cancel = vault_backup_common::exit::cancel_on_termination();
+    run_with(config, &cancel, Utc::now()).await
 }
 
 /// Runs the step with a given cancellation and `now` (for tests).
 ///
 /// # Errors
 /// As [`run`].
-pub async fn run_with(config: Config, cancel: &Cancel, now: DateTime<Utc>) -> Result<Summary> {
+pub async fn run_with(
+    config: Config,
+    cancel: &CancellationToken,
+    now: DateTime<Utc>,
+) -> Result<Summary> {
     let artifact = match &config.which {
         Which::Named(name) => Artifact::new(name.clone()),
         Which::Newest => newest_complete(&config)?,
@@ -177,7 +173,11 @@ fn newest_complete(config: &Config) -> Result<Artifact> {
     Ok(newest)
 }
 
-async fn verify(config: &Config, artifact: &Artifact, cancel: &Cancel) -> Result<upload::Source> {
+async fn verify(
+    config: &Config,
+    artifact: &Artifact,
+    cancel: &CancellationToken,
+) -> Result<upload::Source> {
     let dir = config.snapshot_dir.clone();
     let a = artifact.clone();
     let check = tokio::task::spawn_blocking(move || upload::Source::verified(&dir, &a));
@@ -198,7 +198,7 @@ async fn sync_store(
     store: &dyn store::Store,
     source: &upload::Source,
     config: &Config,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
     now: DateTime<Utc>,
 ) -> StoreReport {
     let started = std::time::Instant::now();

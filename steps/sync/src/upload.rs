@@ -10,18 +10,16 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vault_backup_common::artifact::{self, Artifact, ArtifactError};
+use vault_backup_common::exit::one_line;
+use vault_backup_common::progress::Progress;
 
 use crate::store::{self, Store, Writer};
-
-/// How often a long upload logs its progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// A snapshot in the workspace that matched its `.sha256`, with its sidecars in memory.
 #[derive(Debug, Clone)]
@@ -108,50 +106,16 @@ pub enum Error {
     },
 }
 
-/// Tells uploads to stop; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Cancel(watch::Receiver<bool>);
-
-/// The sending side of [`Cancel`].
-#[derive(Debug)]
-pub struct Trigger(watch::Sender<bool>);
-
-impl Trigger {
-    /// Cancels every [`Cancel`] made with this trigger.
-    pub fn cancel(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-impl Cancel {
-    /// A new trigger and its cancellation.
-    #[must_use]
-    pub fn new() -> (Trigger, Self) {
-        let (tx, rx) = watch::channel(false);
-        (Trigger(tx), Self(rx))
-    }
-
-    /// Whether cancellation was requested.
-    #[must_use]
-    pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Completes once cancellation is requested (never, if the trigger is dropped unused).
-    pub async fn cancelled(&self) {
-        let mut rx = self.0.clone();
-        if rx.wait_for(|c| *c).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 /// Copies `source` into `store`: snapshot, manifest, checksum file last; then reads it back.
 ///
 /// # Errors
 /// [`Error`]; the store then holds no file under the snapshot's name that was not there, and
 /// never a `.sha256` for a copy that is not whole.
-pub async fn upload(store: &dyn Store, source: &Source, cancel: &Cancel) -> Result<(), Error> {
+pub async fn upload(
+    store: &dyn Store,
+    source: &Source,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     let a = &source.artifact;
     let snap = a.snap_file();
     let location = store.location(&snap);
@@ -246,7 +210,7 @@ async fn stream(
     store: &dyn Store,
     mut writer: Box<dyn Writer>,
     source: &Source,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
     location: &str,
 ) -> Result<Option<String>, Error> {
     let path = source.dir.join(source.artifact.snap_file());
@@ -258,8 +222,7 @@ async fn stream(
             return Err(e);
         }
     };
-    let started = Instant::now();
-    let mut last_log = started;
+    let mut progress = Progress::start();
     let mut done = 0u64;
     loop {
         let step = async {
@@ -288,17 +251,13 @@ async fn stream(
             Some(Ok(None)) => break,
             Some(Ok(Some(chunk))) => done += chunk.len() as u64,
         }
-        if last_log.elapsed() >= PROGRESS_EVERY {
-            last_log = Instant::now();
+        if let Some(rate) = progress.due(done) {
             info!(
                 store = store.name(),
                 bytes = done,
                 total = source.bytes,
                 percent = done * 100 / source.bytes.max(1),
-                mb_per_s = format_args!(
-                    "{:.1}",
-                    vault_backup_common::progress::mb_per_s(done, started.elapsed())
-                ),
+                mb_per_s = format_args!("{rate:.1}"),
                 "uploading"
             );
         }
@@ -322,7 +281,7 @@ async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
             store = store.name(),
             location,
             "could not abort the upload (a bucket lifecycle rule for incomplete multipart uploads cleans it up): {}",
-            vault_backup_common::exit::one_line(&e)
+            one_line(&e)
         ),
     }
 }

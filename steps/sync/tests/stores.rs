@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use snapshot_sync::{Cancel, Config, RawConfig, run_with};
+use snapshot_sync::{CancellationToken, Config, RawConfig, run_with};
 use vault_backup_common::tekton::Results;
 use vault_backup_testbed::process::wait_until;
 use vault_backup_testbed::seaweed::SeaweedFs;
@@ -44,7 +44,7 @@ async fn lands_in_s3_and_the_directory_and_sha256sum_checks_both() {
     })
     .unwrap();
     config.results = Results::in_dir(results.path());
-    let (_trigger, cancel) = Cancel::new();
+    let cancel = CancellationToken::new();
     let summary = run_with(config, &cancel, Utc::now()).await.unwrap();
 
     let names: Vec<_> = summary.stores.iter().map(|r| (r.store, r.ok())).collect();
@@ -246,7 +246,7 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
         retain_weekly: Some("3".into()),
         ..raw_for(&s3, ws.path(), bk.path())
     };
-    let (_trigger, cancel) = Cancel::new();
+    let cancel = CancellationToken::new();
 
     // A dry run plans and deletes nothing.
     let before_bucket = bucket_files(&s3);
@@ -385,4 +385,53 @@ fn configuration_errors_exit_2_naming_the_variable(
         !stderr.contains("topsecret-value"),
         "secret leaked: {stderr}"
     );
+}
+
+#[test]
+fn a_bad_s3_cacert_exits_2_before_the_snapshot_is_read() {
+    let ws = tempfile::tempdir().unwrap();
+    write_big_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 1 << 20);
+    let not_pem = ws.path().join("not-a-cert.pem");
+    std::fs::write(&not_pem, "just some text\n").unwrap();
+    let broken = ws.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\n!!!! not base64 !!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let env = |cacert: &str| -> BTreeMap<String, String> {
+        [
+            ("SNAPSHOT_DIR", s(ws.path())),
+            ("S3_ENDPOINT", "https://127.0.0.1:1".to_owned()),
+            ("S3_BUCKET", "backups".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "k".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "topsecret-value".to_owned()),
+            ("S3_CACERT", cacert.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    for (cacert, want) in [
+        (
+            "/nonexistent/ca.pem".to_owned(),
+            "S3_CACERT: cannot read /nonexistent/ca.pem",
+        ),
+        (s(&not_pem), "holds no PEM certificate"),
+        (s(&broken), "S3_CACERT: "),
+    ] {
+        let (code, stderr) = run_binary(&env(&cacert));
+        assert_eq!(code, Some(2), "{cacert}: {stderr}");
+        assert!(stderr.contains(want), "want {want:?} in:\n{stderr}");
+        assert!(stderr.contains("S3_CACERT"), "{stderr}");
+        assert!(
+            !stderr.contains("snapshot verified"),
+            "the snapshot was read before the configuration was checked:\n{stderr}"
+        );
+    }
+    // A real bundle passes the configuration: the step goes on to verify the snapshot and then
+    // fails to reach the (closed) port, exit 1.
+    let (code, stderr) = run_binary(&env("/etc/ssl/certs/ca-certificates.crt"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("snapshot verified"), "{stderr}");
 }
