@@ -95,7 +95,8 @@ pub struct Config {
     pub vault_addr: Url,
     /// TLS settings.
     pub tls: Tls,
-    /// `VAULT_NAMESPACE`, sent as `X-Vault-Namespace` on authenticated requests.
+    /// `VAULT_NAMESPACE`, sent as `X-Vault-Namespace` on the login request only: Vault Enterprise
+    /// serves `sys/storage/raft/snapshot` from the root namespace alone.
     pub namespace: Option<String>,
     /// How to log in.
     pub auth: Auth,
@@ -160,7 +161,14 @@ fn auth(raw: &RawConfig) -> Result<Auth, ConfigError> {
             "VAULT_TOKEN_FILE",
             raw.vault_token_file.as_deref(),
         )?;
-        return Ok(Auth::Token(token.expect("token auth was chosen")));
+        let token = token.expect("token auth was chosen");
+        let variable = if raw.vault_token.is_some() {
+            "VAULT_TOKEN"
+        } else {
+            "VAULT_TOKEN_FILE"
+        };
+        header_value(variable, token.expose(), "the token")?;
+        return Ok(Auth::Token(token));
     }
     if approle {
         let secret_id = env::secret_or_file(
@@ -211,6 +219,20 @@ fn auth(raw: &RawConfig) -> Result<Auth, ConfigError> {
             .to_owned(),
         jwt_file,
     })
+}
+
+/// Checks that `value` can travel in an HTTP header; the error never shows the value.
+fn header_value(variable: &str, value: &str, what: &str) -> Result<(), ConfigError> {
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        return Err(ConfigError::new(
+            variable,
+            format!(
+                "{what} is not usable as an HTTP header value (it holds a line break, control or \
+                 non-ASCII character); the value is not shown"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn mount(variable: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
@@ -266,7 +288,13 @@ impl TryFrom<RawConfig> for Config {
                 ca_pem,
                 skip_verify,
             },
-            namespace: raw.vault_namespace.as_deref().map(|s| s.trim().to_owned()),
+            namespace: match raw.vault_namespace.as_deref().map(str::trim) {
+                Some(ns) => {
+                    header_value("VAULT_NAMESPACE", ns, "the namespace")?;
+                    Some(ns.to_owned())
+                }
+                None => None,
+            },
             snapshot_dir,
             prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
             timeout: env::parse_duration(
@@ -331,6 +359,9 @@ mod tests {
     #[case(&[("VAULT_TOKEN", "t"), ("SNAPSHOT_PREFIX", "a b")], "SNAPSHOT_PREFIX: expected letters")]
     #[case(&[("VAULT_TOKEN", "t"), ("VAULT_SKIP_VERIFY", "perhaps")], "VAULT_SKIP_VERIFY: expected true or false")]
     #[case(&[("VAULT_TOKEN", "t"), ("SNAPSHOT_DIR", "/nonexistent")], "SNAPSHOT_DIR: directory /nonexistent is not usable")]
+    #[case(&[("VAULT_TOKEN", "s.abc\u{7}def")], "VAULT_TOKEN: the token is not usable as an HTTP header value")]
+    #[case(&[("VAULT_TOKEN", "s.abc\ndef")], "VAULT_TOKEN: the token is not usable as an HTTP header value")]
+    #[case(&[("VAULT_TOKEN", "t"), ("VAULT_NAMESPACE", "team\u{1}a")], "VAULT_NAMESPACE: the namespace is not usable")]
     fn bad_configs_name_the_variable(#[case] pairs: &[(&str, &str)], #[case] want: &str) {
         let dir = tempfile::tempdir().unwrap();
         let err = raw(dir.path().to_str().unwrap(), pairs)
@@ -341,6 +372,7 @@ mod tests {
             "got {err:?}, want it to start with {want:?}"
         );
         assert!(!err.contains('\n'), "one line: {err:?}");
+        assert!(!err.contains("abc"), "the value is never shown: {err:?}");
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,12 +12,10 @@ use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use vault_backup_common::fsutil;
+use vault_backup_common::progress::Progress;
 
 use crate::archive::{self, ArchiveInfo};
 use crate::error::{Error, Result};
-
-/// How often a long transfer logs its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// A received and verified snapshot, still under its temp name.
 pub struct Received {
@@ -70,8 +67,7 @@ pub async fn receive(response: reqwest::Response, dir: &Path, addr: &str) -> Res
 
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    let started = Instant::now();
-    let mut last_log = started;
+    let mut progress = Progress::start();
     let mut stream = response.bytes_stream();
     let mut stream_error = None;
     while let Some(chunk) = stream.next().await {
@@ -89,10 +85,7 @@ pub async fn receive(response: reqwest::Response, dir: &Path, addr: &str) -> Res
         if tx.send(chunk).await.is_err() {
             break;
         }
-        if last_log.elapsed() >= PROGRESS_EVERY {
-            last_log = Instant::now();
-            #[allow(clippy::cast_precision_loss)]
-            let rate = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
+        if let Some(rate) = progress.due(bytes) {
             tracing::info!(bytes, mb_per_s = format!("{rate:.1}"), "receiving snapshot");
         }
     }

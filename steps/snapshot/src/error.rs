@@ -94,6 +94,20 @@ pub enum Error {
         /// The leader `sys/leader` named.
         leader: String,
     },
+    /// 429 Too Many Requests: a rate limit (or lease count) quota refused the request. On the
+    /// endpoints this step calls, 429 means only that; "standby" is sys/health's meaning of it,
+    /// which this step does not call.
+    #[error(
+        "vault at {addr} refused {what} with 429 Too Many Requests (a rate limit or lease count quota): {detail}"
+    )]
+    RateLimited {
+        /// The node.
+        addr: String,
+        /// What was asked.
+        what: &'static str,
+        /// What Vault said.
+        detail: String,
+    },
     /// 403 on the snapshot path.
     #[error(
         "vault at {addr} denied the snapshot (403 permission denied): the token's policy needs `read` on sys/storage/raft/snapshot (see tekton/vault-policy.hcl)"
@@ -203,6 +217,7 @@ impl Error {
             | Self::NoLeader { .. }
             | Self::NotLeader { .. }
             | Self::Redirect { .. }
+            | Self::RateLimited { .. }
             | Self::Stream { .. }
             | Self::Archive { .. } => true,
             Self::Http { status, .. } | Self::Login { status, .. } => {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use vault_backup_common::artifact::{self, Artifact, MANIFEST_VERSION, Manifest};
+use vault_backup_common::exit::one_line;
 use vault_backup_common::fsutil;
+use vault_backup_common::progress::mb_per_s;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -71,37 +73,28 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
         config.namespace.clone(),
         Duration::from_secs(10),
     )?;
-    let artifact = Artifact::timestamped(&config.prefix, Utc::now());
-    let final_path = config.snapshot_dir.join(artifact.snap_file());
-    if final_path.exists() {
-        return Err(Error::Exists { path: final_path });
-    }
     tracing::info!(
         vault_addr = %config.vault_addr,
         auth = %config.auth.describe(),
-        name = artifact.name(),
         dir = %config.snapshot_dir.display(),
         "taking a raft snapshot"
     );
     let attempts = config.retries + 1;
     let mut delay = config.retry_delay;
     for attempt in 1..=attempts {
-        let result = match tokio::time::timeout(
-            config.timeout,
-            attempt_once(config, &vault, &artifact, attempt),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                addr: config.vault_addr.to_string(),
-                after: config.timeout,
-            }),
-        };
+        let result =
+            match tokio::time::timeout(config.timeout, attempt_once(config, &vault, attempt)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    addr: config.vault_addr.to_string(),
+                    after: config.timeout,
+                }),
+            };
         match result {
             Ok(summary) => return Ok(summary),
             Err(e) if e.is_retryable() && attempt < attempts => {
-                tracing::warn!(attempt, of = attempts, "attempt failed: {e}{}", causes(&e));
+                tracing::warn!(attempt, of = attempts, "attempt failed: {}", one_line(&e));
                 tracing::info!(
                     "backing off {:.1}s, retry {attempt} of {}",
                     delay.as_secs_f64(),
@@ -122,31 +115,22 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
     unreachable!("the loop returns on the last attempt")
 }
 
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-async fn attempt_once(
-    config: &Config,
-    vault: &Vault,
-    artifact: &Artifact,
-    attempt: u32,
-) -> Result<Summary> {
+async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Summary> {
     let leader = vault.find_leader(&config.vault_addr).await?;
     let token = vault.login(&leader.addr, &config.auth).await?;
     let (served_by, response) = vault
         .open_snapshot(&leader.addr, &token, config.timeout)
         .await?;
+    // Named when the transfer starts, not when the run started: after long retries, a name
+    // from the run's start could sort before a snapshot another run took in the meantime.
     let created_at = Utc::now();
+    let artifact = &Artifact::timestamped(&config.prefix, created_at);
+    let final_path = config.snapshot_dir.join(artifact.snap_file());
+    if final_path.exists() {
+        return Err(Error::Exists { path: final_path });
+    }
     let served = served_by.origin().ascii_serialization();
-    tracing::info!(leader = %served, version = leader.version.as_deref().unwrap_or("unknown"), "leader is serving the snapshot");
+    tracing::info!(leader = %served, version = leader.version.as_deref().unwrap_or("unknown"), name = artifact.name(), "leader is serving the snapshot");
     let started = Instant::now();
     let got = download::receive(response, &config.snapshot_dir, &served).await?;
     let dir = &config.snapshot_dir;
@@ -193,9 +177,9 @@ async fn attempt_once(
     write("snapshot-name", artifact.name())?;
     write("snapshot-sha256", &got.sha256)?;
     write("snapshot-bytes", &got.bytes.to_string())?;
-    let secs = started.elapsed().as_secs_f64();
-    #[allow(clippy::cast_precision_loss)]
-    let mb_per_s = got.bytes as f64 / 1e6 / secs.max(1e-6);
+    let elapsed = started.elapsed();
+    let secs = elapsed.as_secs_f64();
+    let mb_per_s = mb_per_s(got.bytes, elapsed);
     tracing::info!(
         name = artifact.name(),
         path = %path.display(),

@@ -163,15 +163,11 @@ impl Vault {
         }
     }
 
-    fn headers(&self, token: Option<&Secret>) -> HeaderMap {
+    /// `X-Vault-Namespace`, for requests to paths that live in a namespace (auth mounts). Not
+    /// for `sys/storage/raft/snapshot`: Vault Enterprise serves it from the root namespace only.
+    fn namespace_header(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if let Some(token) = token {
-            // Tokens only ever travel in this header, marked sensitive so no debug output shows them.
-            if let Ok(mut v) = HeaderValue::from_str(token.expose()) {
-                v.set_sensitive(true);
-                h.insert("X-Vault-Token", v);
-            }
-        }
+        // Config checked that the namespace is a valid header value.
         if let Some(v) = self
             .namespace
             .as_deref()
@@ -180,6 +176,21 @@ impl Vault {
             h.insert("X-Vault-Namespace", v);
         }
         h
+    }
+
+    /// `X-Vault-Token`, marked sensitive so no debug output shows it. Tokens only ever travel
+    /// in this header.
+    fn token_header(addr: &Url, token: &Secret) -> Result<HeaderMap> {
+        let mut v = HeaderValue::from_str(token.expose()).map_err(|_| Error::Http {
+            addr: base(addr),
+            what: "the login",
+            status: 200,
+            detail: "the client token is not usable as an HTTP header value".into(),
+        })?;
+        v.set_sensitive(true);
+        let mut h = HeaderMap::new();
+        h.insert("X-Vault-Token", v);
+        Ok(h)
     }
 
     /// An unauthenticated `GET v1/<path>` whose 200 answer is JSON of type `T`.
@@ -209,6 +220,11 @@ impl Vault {
             {
                 Err(Error::Sealed { addr: base(addr) })
             }
+            (StatusCode::TOO_MANY_REQUESTS, _) => Err(Error::RateLimited {
+                addr: base(addr),
+                what: path,
+                detail: detail(&body),
+            }),
             (status, _) => Err(Error::Http {
                 addr: base(addr),
                 what: path,
@@ -324,7 +340,7 @@ impl Vault {
         let resp = self
             .http
             .post(&url)
-            .headers(self.headers(None))
+            .headers(self.namespace_header())
             .json(&body)
             .timeout(timeout)
             .send()
@@ -372,7 +388,7 @@ impl Vault {
             let resp = self
                 .http
                 .get(target.clone())
-                .headers(self.headers(Some(token)))
+                .headers(Self::token_header(leader, token)?)
                 .send()
                 .await
                 .map_err(|e| Self::transport(leader, e, timeout))?;
@@ -409,7 +425,11 @@ impl Vault {
             return Err(match status.as_u16() {
                 403 => Error::PermissionDenied { addr: base(leader) },
                 503 if lower.contains("sealed") => Error::Sealed { addr: base(leader) },
-                429 | 472 | 473 => Error::NotLeader { addr: base(leader) },
+                429 => Error::RateLimited {
+                    addr: base(leader),
+                    what: "the snapshot request",
+                    detail: text,
+                },
                 _ if lower.contains("raft")
                     && (lower.contains("not") || lower.contains("unsupported")) =>
                 {

@@ -75,6 +75,7 @@ fn a_bad_first_answer_then_a_good_one_succeeds_on_retry() {
         Snapshot::Body(good),
     ]);
     let dir = tempfile::tempdir().unwrap();
+    let started = chrono::Utc::now();
     let (code, stderr) = run_against(&server, dir.path());
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -85,6 +86,57 @@ fn a_bad_first_answer_then_a_good_one_succeeds_on_retry() {
     assert_eq!(names.len(), 3, "{names:?}");
     let sha = names.iter().find(|f| f.ends_with(".snap.sha256")).unwrap();
     common::sha256sum_check(dir.path(), sha);
+    // Named when the transfer that succeeded started (after backoffs of 1 s and 2 s), not when
+    // the run started.
+    let stamp = sha
+        .trim_start_matches("vault-")
+        .trim_end_matches(".snap.sha256");
+    let named = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .unwrap()
+        .and_utc();
+    assert!(
+        named.timestamp() >= started.timestamp() + 2,
+        "named {named}, run started {started}"
+    );
+}
+
+#[test]
+fn a_429_is_a_rate_limit_retried_not_an_election() {
+    let server = CannedVault::start(vec![
+        Snapshot::Status(429, "request path: rate limit quota exceeded".into()),
+        Snapshot::Body(archive()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_against(&server, dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("429 Too Many Requests (a rate limit or lease count quota)")
+            && stderr.contains("backing off"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("election"), "{stderr}");
+}
+
+#[test]
+fn the_namespace_is_not_sent_on_the_snapshot_request() {
+    // Vault Enterprise serves sys/storage/raft/snapshot from the root namespace only.
+    let server = CannedVault::start(vec![Snapshot::Body(archive())]);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", server.addr()),
+        ("VAULT_TOKEN", "s.canned-token"),
+        ("VAULT_NAMESPACE", "team-a"),
+        ("SNAPSHOT_DIR", &dir.path().display().to_string()),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let snapshot: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.line.contains("/v1/sys/storage/raft/snapshot"))
+        .collect();
+    assert_eq!(snapshot.len(), 1);
+    assert!(snapshot[0].has("x-vault-token"), "{snapshot:?}");
+    assert!(!snapshot[0].has("x-vault-namespace"), "{snapshot:?}");
 }
 
 /// `archive()`'s members without `leave_out`, in Vault's order, with `SHA256SUMS` listing
@@ -325,11 +377,20 @@ fn config_errors_exit_2_with_one_line_naming_the_variable() {
             ],
             "SNAPSHOT_RETRIES: expected a whole number",
         ),
+        (
+            vec![
+                ("VAULT_ADDR", "http://127.0.0.1:1"),
+                ("SNAPSHOT_DIR", d.as_str()),
+                ("VAULT_TOKEN", "s.bad\u{7}token"),
+            ],
+            "VAULT_TOKEN: the token is not usable as an HTTP header value",
+        ),
     ] {
         let (code, stderr) = run_bin(&envs);
         assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains(want), "want {want:?} in {stderr:?}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
+        assert!(!stderr.contains("s.bad"), "no secret value: {stderr:?}");
     }
 }
 
