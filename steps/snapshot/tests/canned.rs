@@ -91,12 +91,12 @@ fn a_bad_first_answer_then_a_good_one_succeeds_on_retry() {
     let stamp = sha
         .trim_start_matches("vault-")
         .trim_end_matches(".snap.sha256");
-    let named = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+    let name_time = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
         .unwrap()
         .and_utc();
     assert!(
-        named.timestamp() >= started.timestamp() + 2,
-        "named {named}, run started {started}"
+        name_time.timestamp() >= started.timestamp() + 2,
+        "named {name_time}, run started {started}"
     );
 }
 
