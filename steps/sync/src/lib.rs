@@ -207,28 +207,35 @@ async fn sync_store(
         store: store.name(),
         location: location.clone(),
         upload_error: None,
+        already_there: false,
         seconds: 0.0,
         retention: None,
         deleted: Vec::new(),
         retention_error: None,
     };
-    if let Err(e) = upload::upload(store, source, cancel).await {
-        report.seconds = started.elapsed().as_secs_f64();
-        let chain = one_line(&e);
-        error!(store = store.name(), location = %location, "copy failed, retention skipped for this store: {chain}");
-        report.upload_error = Some(chain);
-        return report;
-    }
+    let outcome = match upload::upload(store, source, cancel).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            report.seconds = started.elapsed().as_secs_f64();
+            let chain = one_line(&e);
+            error!(store = store.name(), location = %location, "copy failed, retention skipped for this store: {chain}");
+            report.upload_error = Some(chain);
+            return report;
+        }
+    };
     let elapsed = started.elapsed();
     report.seconds = elapsed.as_secs_f64();
-    info!(
-        store = store.name(),
-        location = %location,
-        bytes = source.bytes,
-        seconds = format_args!("{:.2}", report.seconds),
-        mb_per_s = format_args!("{:.1}", mb_per_s(source.bytes, elapsed)),
-        "stored and verified"
-    );
+    report.already_there = outcome == upload::Outcome::AlreadyThere;
+    if !report.already_there {
+        info!(
+            store = store.name(),
+            location = %location,
+            bytes = source.bytes,
+            seconds = format_args!("{:.2}", report.seconds),
+            mb_per_s = format_args!("{:.1}", mb_per_s(source.bytes, elapsed)),
+            "stored and verified"
+        );
+    }
     if config.retention.is_empty() || cancel.is_cancelled() {
         return report;
     }

@@ -25,6 +25,9 @@ pub struct StoreReport {
     pub location: String,
     /// The upload's error, if it failed (then retention did not run).
     pub upload_error: Option<String>,
+    /// The store already held this snapshot (same `.sha256`, `.snap` of the right size), so
+    /// nothing was copied.
+    pub already_there: bool,
     /// Seconds the upload took.
     pub seconds: f64,
     /// The retention plan carried out (or, on a dry run, logged); `None` if retention did not run.

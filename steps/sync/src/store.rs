@@ -80,6 +80,8 @@ pub trait Store: Send + Sync {
     fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Box<dyn Writer>>>;
     /// Writes a small file whole.
     fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>>;
+    /// The whole of a small `file`, or `None` if it does not exist.
+    fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
     /// The size of `file`, or `None` if it does not exist.
     fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
     /// The SHA-256 (hex) of `file` as stored, where the store can tell it cheaply; `None` where
@@ -246,6 +248,20 @@ impl Store for ObjectStoreBacked {
         })
     }
 
+    fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            let got = match self.inner.get(&self.path(file)).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.err("reading", file, e)),
+            };
+            got.bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| self.err("reading", file, e))
+        })
+    }
+
     fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
             match self.inner.head(&self.path(file)).await {
@@ -398,6 +414,16 @@ impl Store for DirStore {
         })
     }
 
+    fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            match tokio::fs::read(self.dir.join(file)).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self.err("reading", file, e)),
+            }
+        })
+    }
+
     fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
             match tokio::fs::metadata(self.dir.join(file)).await {
@@ -505,8 +531,8 @@ impl Writer for DirWriter {
                 return Err(self.err("writing", std::io::Error::other("writer already failed")));
             };
             let (dir, file) = (self.dir.clone(), self.file.clone());
-            // Replacing is deliberate: a re-run of the same snapshot rewrites it whole, and its
-            // `.sha256` was removed before, so no complete-looking mix can be seen.
+            // Replacing is deliberate: a re-run of the same snapshot rewrites it whole in one
+            // rename, and its `.sha256` is replaced only after this copy was checked.
             blocking(move || fsutil::persist(tmp, &dir, &file, true).map(drop))
                 .await
                 .map_err(|e| self.err("syncing and renaming into place", e))

@@ -106,22 +106,47 @@ pub enum Error {
     },
 }
 
+/// What [`upload`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The snapshot was copied and verified, its `.sha256` written last.
+    Uploaded,
+    /// The store already held this snapshot: the same `.sha256`, byte for byte, and a `.snap` of
+    /// the right size. Nothing was written.
+    AlreadyThere,
+}
+
 /// Copies `source` into `store`: snapshot, manifest, checksum file last; then reads it back.
 ///
+/// A store that already holds this snapshot (an identical `.sha256` and a `.snap` of the right
+/// size) is left as it is. Otherwise nothing of an earlier copy under the same name is touched
+/// until the new `.snap` is complete and verified: the new `.snap` replaces the old one in one
+/// step (S3 completes a multipart upload atomically; the directory renames a synced temp file),
+/// and only then are the `.json` and the `.sha256` replaced. So a failed upload (a full PVC, an
+/// S3 error) leaves an earlier good copy complete, and no DeleteObject is needed. Between the
+/// `.snap` and the `.sha256` an old checksum may sit beside new bytes for a moment; `sha256sum
+/// -c` then fails rather than trusts them.
+///
 /// # Errors
-/// [`Error`]; the store then holds no file under the snapshot's name that was not there, and
-/// never a `.sha256` for a copy that is not whole.
+/// [`Error`]; the store then holds no new file under the snapshot's name that was not checked,
+/// and never a `.sha256` for a copy that is not whole.
 pub async fn upload(
     store: &dyn Store,
     source: &Source,
     cancel: &CancellationToken,
-) -> Result<(), Error> {
+) -> Result<Outcome, Error> {
     let a = &source.artifact;
     let snap = a.snap_file();
     let location = store.location(&snap);
-    // A copy of the same name from an earlier run becomes incomplete before it is replaced, so
-    // no reader ever pairs an old checksum with new bytes.
-    store.delete(&a.sha256_file()).await?;
+    if already_there(store, source).await? {
+        info!(
+            store = store.name(),
+            location = %location,
+            bytes = source.bytes,
+            "already in the store: the same .sha256 and a .snap of the right size; not copied again"
+        );
+        return Ok(Outcome::AlreadyThere);
+    }
 
     let writer = store.begin(&snap).await?;
     info!(store = store.name(), location = %location, bytes = source.bytes, "upload started");
@@ -142,7 +167,17 @@ pub async fn upload(
         put_checked(store, &a.manifest_file(), manifest.clone()).await?;
     }
     put_checked(store, &a.sha256_file(), source.checksum.clone()).await?;
-    Ok(())
+    Ok(Outcome::Uploaded)
+}
+
+/// Whether the store already holds this snapshot: its `.sha256` is byte-equal to the
+/// workspace's and its `.snap` has the verified size.
+async fn already_there(store: &dyn Store, source: &Source) -> Result<bool, Error> {
+    let a = &source.artifact;
+    if store.read(&a.sha256_file()).await?.as_deref() != Some(source.checksum.as_slice()) {
+        return Ok(false);
+    }
+    Ok(store.size(&a.snap_file()).await? == Some(source.bytes))
 }
 
 /// Compares what was sent and what the store reads back with the verified snapshot; returns
