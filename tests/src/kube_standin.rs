@@ -19,12 +19,18 @@
 //!   `propagationPolicy` from the `DeleteOptions` body or the query; a 404 `Status` for a missing
 //!   run; a 500 `Status` for a name given to [`KubeStandIn::fail_delete`] (the run stays).
 //! - Any request without `Authorization: Bearer <the kubeconfig's token>`: 401 `Status`.
+//! - `metadata.ownerReferences` naming a `PipelineRun` for runs built with
+//!   [`TaskRun::owned_by_pipeline_run`] or [`TaskRun::in_pipeline_run`] (what Tekton's PipelineRun
+//!   controller sets), served as data only.
+//! - On request, a slow or hung server: [`KubeStandIn::delay_lists`] and
+//!   [`KubeStandIn::delay_deletes`] hold each answer back (the request is recorded when it is
+//!   answered), so a test can show that a client bounds its wait or stops on a signal.
 //!
 //! What it does not model: watch, `resourceVersion` semantics (list consistency, conflicts,
 //! `resourceVersionMatch`; a `continue` token just resumes after a name, so runs added or
 //! deleted meanwhile show up or vanish, and tokens never expire with 410), field selectors,
-//! `dryRun`, finalizers and owner references (so no pods exist and background propagation is
-//! only recorded, never carried out), admission, RBAC (any holder of the token may do
+//! `dryRun`, finalizers and garbage collection (owner references are data only: no pods exist and
+//! background propagation is only recorded, never carried out), admission, RBAC (any holder of the token may do
 //! anything), TLS, server-side apply, other resources and API discovery.
 
 use std::collections::{BTreeMap, HashSet};
@@ -34,6 +40,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -71,6 +78,8 @@ pub struct TaskRun {
     pub completed: Option<DateTime<Utc>>,
     /// The `Succeeded` condition.
     pub state: RunState,
+    /// The PipelineRun named as its controller in `metadata.ownerReferences`, if any.
+    pub owner_pipeline_run: Option<String>,
 }
 
 impl TaskRun {
@@ -83,7 +92,24 @@ impl TaskRun {
             created: Some(Utc::now()),
             completed: None,
             state: RunState::Pending,
+            owner_pipeline_run: None,
         }
+    }
+
+    /// Names the PipelineRun `pipeline_run` as its controlling owner in
+    /// `metadata.ownerReferences`, without the label (as for a label removed by hand).
+    #[must_use]
+    pub fn owned_by_pipeline_run(mut self, pipeline_run: &str) -> Self {
+        self.owner_pipeline_run = Some(pipeline_run.to_owned());
+        self
+    }
+
+    /// What Tekton's PipelineRun controller creates: the owner reference and the label
+    /// `tekton.dev/pipelineRun=<pipeline_run>`.
+    #[must_use]
+    pub fn in_pipeline_run(self, pipeline_run: &str) -> Self {
+        self.owned_by_pipeline_run(pipeline_run)
+            .label("tekton.dev/pipelineRun", pipeline_run)
     }
 
     /// Sets the label Tekton puts on runs of a Task: `tekton.dev/task=<task>`.
@@ -149,6 +175,16 @@ impl TaskRun {
         });
         if let Some(created) = self.created {
             metadata["creationTimestamp"] = json!(time(created));
+        }
+        if let Some(owner) = &self.owner_pipeline_run {
+            metadata["ownerReferences"] = json!([{
+                "apiVersion": "tekton.dev/v1",
+                "kind": "PipelineRun",
+                "name": owner,
+                "uid": format!("00000000-0000-4000-9000-{uid:012x}"),
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }]);
         }
         let condition = |status: &str, reason: &str| {
             json!([{"type": "Succeeded", "status": status, "reason": reason,
@@ -219,6 +255,8 @@ struct State {
     lists: Vec<ListRequest>,
     fail_delete: HashSet<String>,
     next_uid: u64,
+    list_delay: Duration,
+    delete_delay: Duration,
 }
 
 struct Shared {
@@ -376,6 +414,17 @@ impl KubeStandIn {
     pub fn fail_delete(&self, name: &str) {
         self.shared.lock().fail_delete.insert(name.to_owned());
     }
+
+    /// From now on, each GET (list or read) is answered only after `delay` (an hour: a hung
+    /// server).
+    pub fn delay_lists(&self, delay: Duration) {
+        self.shared.lock().list_delay = delay;
+    }
+
+    /// From now on, each DELETE is carried out and answered only after `delay`.
+    pub fn delay_deletes(&self, delay: Duration) {
+        self.shared.lock().delete_delay = delay;
+    }
 }
 
 impl Drop for KubeStandIn {
@@ -482,6 +531,17 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let delay = {
+        let state = shared.lock();
+        match method {
+            Method::GET => state.list_delay,
+            Method::DELETE => state.delete_delay,
+            _ => Duration::ZERO,
+        }
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let query: BTreeMap<String, String> = req
         .uri()
         .query()
