@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vault_backup_common::env::{self, ConfigError};
+use vault_backup_common::tekton::Results;
 
 use crate::policy::Policy;
 
@@ -19,6 +20,54 @@ pub const DEFAULT_SELECTOR: &str = "tekton.dev/task=vault-backup";
 pub const DEFAULT_KEEP: u32 = 10;
 /// TaskRuns per list request when `PRUNE_PAGE_SIZE` is unset.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// The bound on each request to the API server when `PRUNE_TIMEOUT` is unset.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The result prune mode writes: `deleted 3, kept 10`, `dry run: would delete 3, kept 10` or
+/// `failed: <one-line error>`.
+pub const RESULT_PRUNE_OUTCOME: &str = "prune-outcome";
+/// The result guard mode writes: `clear`, `blocked by <name>` or `failed: <one-line error>`.
+pub const RESULT_GUARD_OUTCOME: &str = "guard-outcome";
+/// Every result this binary can write.
+pub const RESULTS: [&str; 2] = [RESULT_PRUNE_OUTCOME, RESULT_GUARD_OUTCOME];
+
+/// What the binary is asked to do (`PRUNE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `prune` (the default): delete old finished runs.
+    Prune,
+    /// `guard`: delete nothing; fail if an older run of the Task is still running.
+    Guard,
+}
+
+impl Mode {
+    /// Parses `PRUNE_MODE`; unset is [`Mode::Prune`].
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `PRUNE_MODE` for anything but `prune` or `guard`.
+    pub fn parse(value: Option<&str>) -> Result<Self, ConfigError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("prune") => Ok(Self::Prune),
+            Some("guard") => Ok(Self::Guard),
+            Some(_) => Err(ConfigError::new(
+                "PRUNE_MODE",
+                format!(
+                    "expected prune or guard, got {:?}",
+                    value.unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
+    /// The result this mode writes its outcome to.
+    #[must_use]
+    pub fn result(self) -> &'static str {
+        match self {
+            Self::Prune => RESULT_PRUNE_OUTCOME,
+            Self::Guard => RESULT_GUARD_OUTCOME,
+        }
+    }
+}
 
 /// The variables as read, before any parsing: exactly the documented names.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -41,6 +90,16 @@ pub struct RawConfig {
     pub prune_dry_run: Option<String>,
     /// `PRUNE_PAGE_SIZE`.
     pub prune_page_size: Option<String>,
+    /// `PRUNE_MODE`.
+    pub prune_mode: Option<String>,
+    /// `PRUNE_TIMEOUT`.
+    pub prune_timeout: Option<String>,
+    /// `RESULTS_DIR`: a directory to write every result to, one file per result.
+    pub results_dir: Option<String>,
+    /// `RESULT_PRUNE_OUTCOME_PATH`: `$(results.prune-outcome.path)`.
+    pub result_prune_outcome_path: Option<String>,
+    /// `RESULT_GUARD_OUTCOME_PATH`: `$(results.guard-outcome.path)`.
+    pub result_guard_outcome_path: Option<String>,
 }
 
 /// The validated configuration.
@@ -59,6 +118,13 @@ pub struct Config {
     pub dry_run: bool,
     /// `PRUNE_PAGE_SIZE`.
     pub page_size: u32,
+    /// `PRUNE_MODE`.
+    pub mode: Mode,
+    /// `PRUNE_TIMEOUT`: the bound on each list and delete request.
+    pub timeout: Duration,
+    /// Where the outcome result goes (`RESULT_PRUNE_OUTCOME_PATH`, `RESULT_GUARD_OUTCOME_PATH`,
+    /// `RESULTS_DIR`).
+    pub results: Results,
 }
 
 impl Config {
@@ -130,6 +196,19 @@ impl TryFrom<RawConfig> for Config {
         let page_size =
             env::parse_count("PRUNE_PAGE_SIZE", raw.prune_page_size.as_deref(), 1, 10_000)?
                 .unwrap_or(DEFAULT_PAGE_SIZE);
+        let mode = Mode::parse(raw.prune_mode.as_deref())?;
+        if mode == Mode::Guard && current.is_none() {
+            return Err(ConfigError::new(
+                "PRUNE_CURRENT",
+                "is required with PRUNE_MODE=guard: set it to $(context.taskRun.name) so the guard can tell this run from the others",
+            ));
+        }
+        let timeout = env::parse_duration(
+            "PRUNE_TIMEOUT",
+            raw.prune_timeout.as_deref(),
+            DEFAULT_TIMEOUT,
+        )?;
+        let results = results(&raw);
         Ok(Self {
             namespace,
             kubeconfig,
@@ -142,8 +221,25 @@ impl TryFrom<RawConfig> for Config {
             },
             dry_run,
             page_size,
+            mode,
+            timeout,
+            results,
         })
     }
+}
+
+/// The result files, from the raw variables rather than the process environment so that a
+/// configuration built from given pairs writes where those pairs say.
+fn results(raw: &RawConfig) -> Results {
+    Results::from_lookup(&RESULTS, |variable| {
+        match variable {
+            "RESULTS_DIR" => raw.results_dir.as_ref(),
+            "RESULT_PRUNE_OUTCOME_PATH" => raw.result_prune_outcome_path.as_ref(),
+            "RESULT_GUARD_OUTCOME_PATH" => raw.result_guard_outcome_path.as_ref(),
+            _ => None,
+        }
+        .cloned()
+    })
 }
 
 /// Checks a namespace name (an RFC 1123 label: lowercase letters, digits and `-`, at most 63).
@@ -248,6 +344,9 @@ mod tests {
                 },
                 dry_run: false,
                 page_size: 500,
+                mode: Mode::Prune,
+                timeout: Duration::from_secs(30),
+                results: Results::default(),
             }
         );
     }
@@ -267,6 +366,10 @@ mod tests {
             ("PRUNE_CURRENT", "vault-backup-run-x7k2p"),
             ("PRUNE_DRY_RUN", "yes"),
             ("PRUNE_PAGE_SIZE", "50"),
+            ("PRUNE_MODE", "Guard"),
+            ("PRUNE_TIMEOUT", "2m"),
+            ("RESULTS_DIR", "/tekton/results"),
+            ("RESULT_GUARD_OUTCOME_PATH", "/elsewhere/guard"),
         ])
         .unwrap();
         assert_eq!(c.namespace.as_deref(), Some("ci"));
@@ -289,6 +392,30 @@ mod tests {
         );
         assert!(c.dry_run);
         assert_eq!(c.page_size, 50);
+        assert_eq!(c.mode, Mode::Guard);
+        assert_eq!(c.timeout, Duration::from_secs(120));
+        assert_eq!(
+            c.results.path("guard-outcome"),
+            Some(PathBuf::from("/elsewhere/guard"))
+        );
+        assert_eq!(
+            c.results.path("prune-outcome"),
+            Some(PathBuf::from("/tekton/results/prune-outcome"))
+        );
+    }
+
+    #[test]
+    fn guard_mode_needs_the_current_run() {
+        let err = config(&[("PRUNE_MODE", "guard")]).unwrap_err();
+        assert_eq!(err.variable, "PRUNE_CURRENT");
+        assert!(
+            err.to_string()
+                .starts_with("PRUNE_CURRENT: is required with PRUNE_MODE=guard"),
+            "{err}"
+        );
+        let c = config(&[("PRUNE_MODE", "guard"), ("PRUNE_CURRENT", "run-1")]).unwrap();
+        assert_eq!(c.mode.result(), "guard-outcome");
+        assert_eq!(Mode::Prune.result(), "prune-outcome");
     }
 
     #[rstest]
@@ -303,6 +430,9 @@ mod tests {
     #[case("PRUNE_NAMESPACE", "Vault_Backup")]
     #[case("PRUNE_NAMESPACE", "-ns")]
     #[case("PRUNE_CURRENT", "$(context.taskRun.name)")]
+    #[case("PRUNE_MODE", "lock")]
+    #[case("PRUNE_TIMEOUT", "soon")]
+    #[case("PRUNE_TIMEOUT", "0s")]
     fn bad_values_name_the_variable(#[case] variable: &str, #[case] value: &str) {
         let err = config(&[(variable, value)]).unwrap_err();
         assert_eq!(err.variable, variable);

@@ -1,30 +1,51 @@
 //! The only file that speaks to the Kubernetes API: load the client configuration, list
-//! TaskRuns page by page, delete one.
+//! TaskRuns page by page, delete one, each request bounded in time.
+//!
+//! kube's client sets no read timeout by default (so that watches and exec sessions can stay
+//! open), so a hung API server would stall the step until the TaskRun's own timeout. Here every
+//! request carries `PRUNE_TIMEOUT` twice over: as kube's connect, read and write timeouts, and
+//! as a bound on the whole request (kube retries 429/503/504 inside it).
 //!
 //! TaskRuns are read as [`DynamicObject`]s of `tekton.dev/v1` rather than through a typed CRD
 //! struct: the step reads three status fields and nothing else, and an untyped object cannot fail
 //! to parse when a newer Tekton adds or changes fields the step does not read.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
+use vault_backup_common::exit::one_line;
 
 use crate::error::{Error, Result};
 use crate::policy::{Outcome, Run};
 
 /// Loads the client configuration: the `KUBECONFIG` files if given, else kube's inference
-/// (`~/.kube/config`, then the in-cluster service account).
+/// (`~/.kube/config`, then the in-cluster service account); then bounds connects, reads and
+/// writes by `timeout`.
 ///
 /// # Errors
 /// [`Error::NoClusterConfig`] or [`Error::Kubeconfig`], both configuration errors.
-pub async fn client_config(kubeconfig: &[PathBuf]) -> Result<kube::Config> {
+pub async fn client_config(kubeconfig: &[PathBuf], timeout: Duration) -> Result<kube::Config> {
+    let mut config = load(kubeconfig).await?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    // Count the read timeout from the request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
+    Ok(config)
+}
+
+async fn load(kubeconfig: &[PathBuf]) -> Result<kube::Config> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     if kubeconfig.is_empty() {
         return kube::Config::infer()
             .await
-            .map_err(|source| Error::NoClusterConfig { source });
+            .map_err(|e| Error::NoClusterConfig {
+                detail: one_line(&e),
+            });
     }
     let paths = kubeconfig
         .iter()
@@ -44,7 +65,10 @@ pub async fn client_config(kubeconfig: &[PathBuf]) -> Result<kube::Config> {
         }
         Err(e) => Err(e),
     };
-    config.map_err(|source| Error::Kubeconfig { paths, source })
+    config.map_err(|e| Error::Kubeconfig {
+        paths,
+        detail: one_line(&e),
+    })
 }
 
 /// Builds the client from a loaded configuration.
@@ -92,15 +116,41 @@ pub enum Deleted {
 pub struct TaskRuns {
     api: Api<DynamicObject>,
     namespace: String,
+    timeout: Duration,
 }
 
 impl TaskRuns {
-    /// TaskRuns in `namespace`, through `client`.
+    /// TaskRuns in `namespace`, through `client`; each request is given up after `timeout`.
     #[must_use]
-    pub fn new(client: kube::Client, namespace: &str) -> Self {
+    pub fn new(client: kube::Client, namespace: &str, timeout: Duration) -> Self {
         Self {
             api: Api::namespaced_with(client, namespace, &taskrun_resource()),
             namespace: namespace.to_owned(),
+            timeout,
+        }
+    }
+
+    /// The namespace.
+    #[must_use]
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Runs one request within the timeout; a timeout (this one, or kube's own read, write or
+    /// connect timeout, found among the error's sources) becomes [`Error::Timeout`].
+    async fn bounded<T>(
+        &self,
+        what: impl Fn() -> String,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>> {
+        let timed_out = || Error::Timeout {
+            what: what(),
+            after: self.timeout,
+        };
+        match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(e)) if is_timeout(&e) => Err(timed_out()),
+            Ok(result) => Ok(result),
         }
     }
 
@@ -109,17 +159,24 @@ impl TaskRuns {
     ///
     /// # Errors
     /// [`Error::SelectorRejected`] if the server refuses the selector (400);
-    /// [`Error::List`] for any other failed page, or a server that hands back the token it was
-    /// given (which would loop forever).
+    /// [`Error::Timeout`] if a page takes longer than the timeout;
+    /// [`Error::List`] for any other failed page; [`Error::ListLoop`] for a server that hands
+    /// back the token it was given (which would loop forever).
     pub async fn list(&self, selector: &str, page_size: u32) -> Result<Listing> {
         let mut params = ListParams::default().labels(selector).limit(page_size);
         let mut runs = Vec::new();
         let mut pages = 0;
         loop {
+            let what = || {
+                format!(
+                    "page {} of the list of TaskRuns in namespace {}",
+                    pages + 1,
+                    self.namespace
+                )
+            };
             let page = self
-                .api
-                .list(&params)
-                .await
+                .bounded(what, self.api.list(&params))
+                .await?
                 .map_err(|source| match source {
                     kube::Error::Api(status) if status.code == 400 && pages == 0 => {
                         Error::SelectorRejected {
@@ -151,14 +208,60 @@ impl TaskRuns {
     /// Deletes the TaskRun `name` with background propagation, so its pod goes too.
     ///
     /// # Errors
-    /// The API error for anything but success or 404.
-    pub async fn delete(&self, name: &str) -> Result<Deleted, kube::Error> {
-        match self.api.delete(name, &DeleteParams::background()).await {
+    /// [`Error::Timeout`] if it takes longer than the timeout; [`Error::Delete`] for any answer
+    /// but success or 404.
+    pub async fn delete(&self, name: &str) -> Result<Deleted> {
+        let what = || format!("the delete of TaskRun {name}");
+        match self
+            .bounded(what, self.api.delete(name, &DeleteParams::background()))
+            .await?
+        {
             Ok(_) => Ok(Deleted::Now),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(e),
+            Err(source) => Err(Error::Delete {
+                name: name.to_owned(),
+                source: Box::new(source),
+            }),
         }
     }
+}
+
+/// Whether a kube error is a timeout, judged by its sources (an `io::Error` of kind
+/// `TimedOut`), never by its text.
+fn is_timeout(err: &kube::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The PipelineRun a TaskRun belongs to: the controlling owner reference of kind `PipelineRun`
+/// (what Tekton's PipelineRun controller sets, and what it and Kubernetes' garbage collector go
+/// by), else the `tekton.dev/pipelineRun` label (which Tekton also sets, and which survives an
+/// orphaning delete of the PipelineRun). Either one is enough: when unsure, keep.
+fn pipeline_run(object: &DynamicObject) -> Option<String> {
+    let owner = object
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "PipelineRun" && o.api_version.starts_with("tekton.dev/"))
+        .map(|o| o.name.clone());
+    owner.or_else(|| {
+        object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("tekton.dev/pipelineRun"))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    })
 }
 
 /// Reads what the policy needs from a TaskRun; anything unreadable becomes "unknown", which the
@@ -195,6 +298,7 @@ pub fn to_run(object: &DynamicObject) -> Run {
         created,
         completed,
         outcome,
+        pipeline_run: pipeline_run(object),
     }
 }
 

@@ -1,15 +1,18 @@
-//! `taskrun-prune`: deletes old finished TaskRuns of the backup Task. See the library.
+//! `taskrun-prune`: deletes old finished TaskRuns of the backup Task, or (guard mode) stops a run
+//! while an older one is running. See the library.
 
 use std::process::ExitCode;
 
-use taskrun_prune::{Config, USAGE, run};
+use taskrun_prune::{Config, USAGE, outcome, run};
 
 fn main() -> ExitCode {
     vault_backup_common::run_main(
         "taskrun-prune",
         env!("CARGO_PKG_VERSION"),
         USAGE,
-        Config::from_env,
+        // The outcome result is written even when the configuration is unusable: the step runs
+        // with onError: continue, so the result is where its failure shows.
+        || Config::from_env().inspect_err(outcome::record_config_error),
         run,
     )
 }

@@ -3,17 +3,20 @@
 //! The rules, in the order they are applied to each run:
 //!
 //! 1. The current run (`PRUNE_CURRENT`) is kept and not counted.
-//! 2. A run that has not finished (its `Succeeded` condition is `Unknown` or absent) is kept and
+//! 2. A run that belongs to a PipelineRun is kept and not counted: it is the PipelineRun's to
+//!    keep or delete (deleting the PipelineRun deletes it too), and removing it would leave that
+//!    PipelineRun pointing at a TaskRun that is gone.
+//! 3. A run that has not finished (its `Succeeded` condition is `Unknown` or absent) is kept and
 //!    not counted.
-//! 3. A finished run without a `completionTime` or a `creationTimestamp` is kept and not counted:
+//! 4. A finished run without a `completionTime` or a `creationTimestamp` is kept and not counted:
 //!    its place in the order is unknown, and the step never deletes when unsure.
-//! 4. The remaining finished runs are ordered newest first by completion time, then creation
+//! 5. The remaining finished runs are ordered newest first by completion time, then creation
 //!    time, then name (the greater name counts as newer, so exact ties are decided the same way
 //!    every time). Without `keep_failed` succeeded and failed runs share one order and the newest
 //!    `keep` of them are kept. With `keep_failed` they are ordered apart: the newest `keep`
 //!    succeeded runs and the newest `keep_failed` failed runs are kept.
-//! 5. Runs past those counts are deleted, whatever their age.
-//! 6. With `max_age`, a run within the counts whose completion is more than `max_age` before
+//! 6. Runs past those counts are deleted, whatever their age.
+//! 7. With `max_age`, a run within the counts whose completion is more than `max_age` before
 //!    `now` is deleted too: the counts are a ceiling, the age a second ceiling, never a floor.
 //!
 //! Nothing here performs I/O; the step lists the runs, calls [`plan`], logs the plan and only
@@ -47,6 +50,8 @@ pub struct Run {
     pub completed: Option<DateTime<Utc>>,
     /// From `status.conditions[type=Succeeded].status`.
     pub outcome: Outcome,
+    /// The PipelineRun it belongs to (owner reference or `tekton.dev/pipelineRun` label), if any.
+    pub pipeline_run: Option<String>,
 }
 
 /// The retention rules, already validated.
@@ -88,6 +93,8 @@ impl fmt::Display for Group {
 pub enum Reason {
     /// Kept: it is the run this step runs in.
     Current,
+    /// Kept: it belongs to this PipelineRun.
+    InPipelineRun(String),
     /// Kept: it has not finished.
     NotFinished,
     /// Kept: a timestamp needed to order it is missing (`completionTime` or `creationTimestamp`).
@@ -123,6 +130,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Current => f.write_str("the current run"),
+            Self::InPipelineRun(name) => write!(f, "belongs to PipelineRun {name}"),
             Self::NotFinished => f.write_str("not finished"),
             Self::MissingTimestamp(field) => write!(f, "no {field}, so its age is unknown"),
             Self::Newest { group, rank, keep } => {
@@ -178,6 +186,8 @@ pub fn plan(runs: &[Run], policy: &Policy, now: DateTime<Utc>) -> Vec<Decision> 
     for (i, run) in runs.iter().enumerate() {
         if policy.current.as_deref() == Some(run.name.as_str()) {
             reasons[i] = Some(Reason::Current);
+        } else if let Some(pipeline_run) = &run.pipeline_run {
+            reasons[i] = Some(Reason::InPipelineRun(pipeline_run.clone()));
         } else if run.outcome == Outcome::Running {
             reasons[i] = Some(Reason::NotFinished);
         } else {
@@ -279,6 +289,7 @@ mod tests {
             created,
             completed,
             outcome,
+            pipeline_run: None,
         }
     }
 
@@ -471,7 +482,10 @@ mod tests {
                 });
                 if matches!(
                     b.reason,
-                    Reason::Current | Reason::NotFinished | Reason::MissingTimestamp(_)
+                    Reason::Current
+                        | Reason::InPipelineRun(_)
+                        | Reason::NotFinished
+                        | Reason::MissingTimestamp(_)
                 ) {
                     assert_eq!(b, a);
                 } else if crosses && b.reason != a.reason {
@@ -525,6 +539,32 @@ mod tests {
             too_old.to_string(),
             "completed 31d2h ago, longer than PRUNE_MAX_AGE 30d0h"
         );
+    }
+
+    /// Runs of a PipelineRun are never deleted and take no place among the kept, whatever their
+    /// age or outcome.
+    #[test]
+    fn runs_of_a_pipeline_run_are_left_to_it() {
+        let mut all = runs("p1:s:9 p2:f:8 a:s:1 b:s:2 c:s:3 p3:s:0");
+        for r in &mut all {
+            if r.name.starts_with('p') {
+                r.pipeline_run = Some(format!("backup-pipeline-{}", r.name));
+            }
+        }
+        let p = Policy {
+            max_age: Some(Duration::from_secs(5 * 86_400)),
+            ..policy(2)
+        };
+        assert_eq!(deleted(&all, &p, now()), names("c"));
+        let p1 = plan(&all, &p, now())
+            .into_iter()
+            .find(|d| d.name == "p1")
+            .unwrap();
+        assert_eq!(
+            p1.reason.to_string(),
+            "belongs to PipelineRun backup-pipeline-p1"
+        );
+        assert_eq!(deleted(&all, &policy(0), now()), names("a b c"));
     }
 
     #[test]

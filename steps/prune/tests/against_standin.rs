@@ -6,12 +6,21 @@
 //! field selectors, RBAC, finalizers: background propagation is recorded, no pods exist).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use taskrun_prune::kube::{Deleted, TaskRuns};
-use taskrun_prune::{Config, Error, Summary, run};
+use taskrun_prune::{Config, Error, Outcome, Summary, run};
 use vault_backup_common::ExitStatus;
 use vault_backup_testbed::kube_standin::{KubeStandIn, RunState, TaskRun};
+
+/// Runs the step in prune mode and returns its summary.
+async fn prune(config: Config) -> Result<Summary, Error> {
+    run(config).await.map(|o| match o {
+        Outcome::Pruned(summary) => summary,
+        Outcome::Clear(c) => panic!("a prune ended as a guard: {c:?}"),
+    })
+}
 
 const TASKS: [&str; 3] = ["vault-backup", "lint", "image-build"];
 const KEEP: usize = 10;
@@ -71,6 +80,8 @@ fn config(standin: &KubeStandIn, extra: &[(&str, &str)]) -> Config {
         ("PRUNE_KEEP", "10"),
         ("PRUNE_PAGE_SIZE", "100"),
     ];
+    // A variable given in `extra` replaces the default above.
+    vars.retain(|(name, _)| extra.iter().all(|(n, _)| n != name));
     vars.extend_from_slice(extra);
     Config::from_vars(vars).unwrap()
 }
@@ -85,7 +96,7 @@ async fn prunes_only_the_selected_tasks_old_finished_runs_across_pages() {
     let before: BTreeSet<String> = standin.taskruns().into_iter().collect();
 
     // No PRUNE_NAMESPACE: the namespace comes from the kubeconfig context.
-    let summary = run(config(&standin, &[("PRUNE_CURRENT", &current)]))
+    let summary = prune(config(&standin, &[("PRUNE_CURRENT", &current)]))
         .await
         .unwrap();
 
@@ -109,7 +120,10 @@ async fn prunes_only_the_selected_tasks_old_finished_runs_across_pages() {
             deleted: want_deleted.len(),
             already_gone: 0,
             kept: backup_runs - want_deleted.len(),
+            in_pipeline_runs: 0,
             failed: vec![],
+            not_started: 0,
+            abandoned: vec![],
             dry_run: false,
         }
     );
@@ -176,7 +190,7 @@ async fn prunes_only_the_selected_tasks_old_finished_runs_across_pages() {
     assert_eq!(lists.iter().map(|l| l.returned).sum::<usize>(), 834);
 
     // A second run finds nothing more to do.
-    let again = run(config(&standin, &[("PRUNE_CURRENT", &current)]))
+    let again = prune(config(&standin, &[("PRUNE_CURRENT", &current)]))
         .await
         .unwrap();
     assert_eq!((again.planned, again.deleted, again.kept), (0, 0, 16));
@@ -190,7 +204,7 @@ async fn one_failed_delete_does_not_stop_the_others_and_exits_1() {
     let victim = want_deleted.iter().nth(100).unwrap().clone();
     standin.fail_delete(&victim);
 
-    let err = run(config(&standin, &[("PRUNE_NAMESPACE", "backups")]))
+    let err = prune(config(&standin, &[("PRUNE_NAMESPACE", "backups")]))
         .await
         .unwrap_err();
 
@@ -233,7 +247,7 @@ async fn set_based_selector_and_keep_failed() {
     let standin = KubeStandIn::start();
     let runs = seed(&standin);
     // Two of the three Tasks, by a set-based selector; failed runs kept apart (newest 2).
-    let summary = run(config(
+    let summary = prune(config(
         &standin,
         &[
             (
@@ -283,7 +297,7 @@ async fn set_based_selector_and_keep_failed() {
 async fn a_selector_the_server_rejects_is_a_configuration_error() {
     let standin = KubeStandIn::start();
     seed(&standin);
-    let err = run(config(
+    let err = prune(config(
         &standin,
         &[("PRUNE_SELECTOR", "tekton.dev/task in (vault-backup")],
     ))
@@ -309,7 +323,11 @@ async fn a_run_already_gone_is_fine() {
     )
     .await
     .unwrap();
-    let taskruns = TaskRuns::new(kube::Client::try_from(config).unwrap(), "backups");
+    let taskruns = TaskRuns::new(
+        kube::Client::try_from(config).unwrap(),
+        "backups",
+        Duration::from_secs(5),
+    );
     assert_eq!(taskruns.delete("here").await.unwrap(), Deleted::Now);
     assert_eq!(taskruns.delete("here").await.unwrap(), Deleted::AlreadyGone);
     assert_eq!(
@@ -320,7 +338,7 @@ async fn a_run_already_gone_is_fine() {
     standin.fail_delete("stuck");
     let err = taskruns.delete("stuck").await.unwrap_err();
     assert!(
-        matches!(&err, kube::Error::Api(s) if s.code == 500),
+        matches!(&err, Error::Delete { name, source } if name == "stuck" && matches!(**source, kube::Error::Api(ref s) if s.code == 500)),
         "{err:?}"
     );
     let codes: Vec<u16> = standin.deletions().iter().map(|d| d.status).collect();
@@ -337,7 +355,7 @@ async fn a_wrong_token_is_refused() {
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, text).unwrap();
     let config = Config::from_vars([("KUBECONFIG", path.display().to_string())]).unwrap();
-    let err = run(config).await.unwrap_err();
+    let err = prune(config).await.unwrap_err();
     assert_eq!(err.exit_code(), 1);
     assert!(matches!(err, Error::List { .. }), "{err:?}");
     assert_eq!(
@@ -345,4 +363,317 @@ async fn a_wrong_token_is_refused() {
         0,
         "refused before reaching the list"
     );
+}
+
+#[tokio::test]
+async fn runs_of_pipeline_runs_are_left_to_them() {
+    let standin = KubeStandIn::start();
+    let base = Utc::now() - TimeDelta::days(10);
+    let at = |h: i64| Some(base + TimeDelta::hours(h));
+    for i in 0..20 {
+        standin.add_taskrun(
+            &TaskRun::new(format!("alone-{i:02}"))
+                .task("vault-backup")
+                .created(at(i + 100))
+                .succeeded(at(i + 100)),
+        );
+    }
+    // Older than every standalone run, so the policy would delete all of them first.
+    let mut in_pipelines = Vec::new();
+    for i in 0..10 {
+        let name = format!("pipe-{i:02}");
+        let run = TaskRun::new(&name)
+            .task("vault-backup")
+            .created(at(i))
+            .failed(at(i));
+        // As Tekton creates them; the owner reference alone; the label alone.
+        let run = match i % 3 {
+            0 => run.in_pipeline_run("nightly-run-1"),
+            1 => run.owned_by_pipeline_run("nightly-run-2"),
+            _ => run.label("tekton.dev/pipelineRun", "nightly-run-3"),
+        };
+        standin.add_taskrun(&run);
+        in_pipelines.push(name);
+    }
+    let summary = prune(config(&standin, &[("PRUNE_KEEP", "5")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.planned, summary.deleted, summary.in_pipeline_runs),
+        (15, 15, 10)
+    );
+    assert_eq!(
+        summary.kept, 15,
+        "5 standalone runs and the 10 of pipelines"
+    );
+    let left = standin.taskruns();
+    for name in &in_pipelines {
+        assert!(left.contains(name), "{name} was deleted");
+    }
+    let standalone_left: Vec<&String> = left.iter().filter(|n| n.starts_with("alone-")).collect();
+    assert_eq!(
+        standalone_left,
+        ["alone-15", "alone-16", "alone-17", "alone-18", "alone-19"]
+    );
+}
+
+/// Seeds a guard scene: finished runs of all ages, `older` running since 10 minutes before
+/// `current`, `newer` running since 5 minutes after it.
+fn guard_scene(standin: &KubeStandIn) -> DateTime<Utc> {
+    let now = Utc::now();
+    for i in 0..12 {
+        let at = Some(now - TimeDelta::hours(i + 1));
+        standin.add_taskrun(
+            &TaskRun::new(format!("done-{i:02}"))
+                .task("vault-backup")
+                .created(at)
+                .succeeded(at),
+        );
+    }
+    standin.add_taskrun(
+        &TaskRun::new("older")
+            .task("vault-backup")
+            .created(Some(now - TimeDelta::minutes(10)))
+            .running(),
+    );
+    standin.add_taskrun(
+        &TaskRun::new("current")
+            .task("vault-backup")
+            .created(Some(now))
+            .running(),
+    );
+    standin.add_taskrun(
+        &TaskRun::new("newer")
+            .task("vault-backup")
+            .created(Some(now + TimeDelta::minutes(5)))
+            .running(),
+    );
+    now - TimeDelta::minutes(10)
+}
+
+fn guard_config(standin: &KubeStandIn, current: &str, results: &std::path::Path) -> Config {
+    let dir = results.display().to_string();
+    let mut config = config(
+        standin,
+        &[
+            ("PRUNE_MODE", "guard"),
+            ("PRUNE_CURRENT", current),
+            ("RESULTS_DIR", &dir),
+        ],
+    );
+    // Were this a prune, it would delete every finished run.
+    config.policy.keep = 0;
+    config
+}
+
+fn guard_outcome(results: &std::path::Path) -> String {
+    std::fs::read_to_string(results.join("guard-outcome")).unwrap()
+}
+
+#[tokio::test]
+async fn guard_an_older_running_run_blocks_and_nothing_is_deleted() {
+    let standin = KubeStandIn::start();
+    let started = guard_scene(&standin);
+    let results = tempfile::tempdir().unwrap();
+    let before = standin.taskruns();
+
+    let err = run(guard_config(&standin, "current", results.path()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "another run of this Task is running: older (started {}); this run stops before it snapshots or uploads anything",
+            started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    );
+    assert_eq!(guard_outcome(results.path()), "blocked by older");
+    assert!(!results.path().join("prune-outcome").exists());
+    assert!(standin.deletions().is_empty(), "guard mode deletes nothing");
+    assert_eq!(standin.taskruns(), before);
+}
+
+#[tokio::test]
+async fn guard_a_newer_running_run_does_not_block_the_older() {
+    let standin = KubeStandIn::start();
+    guard_scene(&standin);
+    let results = tempfile::tempdir().unwrap();
+
+    let outcome = run(guard_config(&standin, "older", results.path()))
+        .await
+        .unwrap();
+
+    let Outcome::Clear(clear) = outcome else {
+        panic!("expected clear, got {outcome:?}");
+    };
+    assert_eq!((clear.listed, clear.newer_running), (15, 2));
+    assert_eq!(guard_outcome(results.path()), "clear");
+    assert!(standin.deletions().is_empty());
+}
+
+#[tokio::test]
+async fn guard_finished_runs_do_not_block_and_the_current_run_alone_passes() {
+    let standin = KubeStandIn::start();
+    let now = Utc::now();
+    for i in 0..5 {
+        let at = Some(now - TimeDelta::hours(i + 1));
+        standin.add_taskrun(
+            &TaskRun::new(format!("done-{i}"))
+                .task("vault-backup")
+                .created(at)
+                .failed(at),
+        );
+    }
+    // A running run of another Task is not selected.
+    standin.add_taskrun(
+        &TaskRun::new("lint-running")
+            .task("lint")
+            .created(Some(now - TimeDelta::hours(2)))
+            .running(),
+    );
+    let results = tempfile::tempdir().unwrap();
+    standin.add_taskrun(&TaskRun::new("current").task("vault-backup").running());
+    let outcome = run(guard_config(&standin, "current", results.path()))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Clear(_)), "{outcome:?}");
+    assert_eq!(guard_outcome(results.path()), "clear");
+    assert!(standin.deletions().is_empty());
+}
+
+#[tokio::test]
+async fn guard_counts_runs_of_pipeline_runs_and_runs_tied_in_time() {
+    let standin = KubeStandIn::start();
+    let now = Utc::now();
+    standin.add_taskrun(
+        &TaskRun::new("nightly-run-1-backup")
+            .task("vault-backup")
+            .in_pipeline_run("nightly-run-1")
+            .created(Some(now - TimeDelta::minutes(1)))
+            .running(),
+    );
+    standin.add_taskrun(
+        &TaskRun::new("current")
+            .task("vault-backup")
+            .created(Some(now))
+            .running(),
+    );
+    let results = tempfile::tempdir().unwrap();
+    let err = run(guard_config(&standin, "current", results.path()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Blocked { name, .. } if name == "nightly-run-1-backup"),
+        "{err:?}"
+    );
+
+    // Same creation second: the lexically smaller name goes first.
+    let standin = KubeStandIn::start();
+    for name in ["run-b", "run-a"] {
+        standin.add_taskrun(
+            &TaskRun::new(name)
+                .task("vault-backup")
+                .created(Some(now))
+                .running(),
+        );
+    }
+    assert!(
+        run(guard_config(&standin, "run-a", results.path()))
+            .await
+            .is_ok()
+    );
+    let err = run(guard_config(&standin, "run-b", results.path()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Blocked { name, .. } if name == "run-a"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn guard_fails_closed_when_it_cannot_list() {
+    let standin = KubeStandIn::start();
+    guard_scene(&standin);
+    standin.delay_lists(Duration::from_secs(3600));
+    let results = tempfile::tempdir().unwrap();
+    let mut config = guard_config(&standin, "older", results.path());
+    config.timeout = Duration::from_secs(1);
+
+    let started = std::time::Instant::now();
+    let err = run(config).await.unwrap_err();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.exit_code(), 1);
+    let line = vault_backup_common::exit::one_line(&err);
+    assert!(
+        line.starts_with("cannot tell whether another run is active; this run stops before it snapshots or uploads anything: the API server did not answer page 1 of the list of TaskRuns in namespace backups within 1s"),
+        "{line}"
+    );
+    assert_eq!(guard_outcome(results.path()), format!("failed: {line}"));
+}
+
+#[tokio::test]
+async fn a_hung_list_ends_within_the_timeout() {
+    let standin = KubeStandIn::start();
+    seed(&standin);
+    standin.delay_lists(Duration::from_secs(3600));
+    let results = tempfile::tempdir().unwrap();
+    let dir = results.path().display().to_string();
+    let started = std::time::Instant::now();
+    let err = prune(config(
+        &standin,
+        &[("PRUNE_TIMEOUT", "1s"), ("RESULTS_DIR", &dir)],
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.exit_code(), 1);
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(
+        std::fs::read_to_string(results.path().join("prune-outcome")).unwrap(),
+        "failed: the API server did not answer page 1 of the list of TaskRuns in namespace backups within 1s; check the API server's health, or raise PRUNE_TIMEOUT"
+    );
+    assert!(standin.deletions().is_empty());
+}
+
+#[tokio::test]
+async fn hung_deletes_end_within_the_timeout_and_no_more_are_started() {
+    let standin = KubeStandIn::start();
+    let runs = seed(&standin);
+    let planned = expected_deletions(&runs, "").len();
+    standin.delay_deletes(Duration::from_secs(3600));
+    let started = std::time::Instant::now();
+    let err = prune(config(&standin, &[("PRUNE_TIMEOUT", "1s")]))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let Error::Incomplete { summary } = &err else {
+        panic!("expected Incomplete, got {err:?}");
+    };
+    assert_eq!(summary.failed.len(), 4, "the deletes in flight timed out");
+    assert_eq!(summary.not_started, planned - 4);
+    assert_eq!(summary.deleted, 0);
+    assert!(
+        err.to_string().contains(&format!(
+            "; {} more not started once a delete timed out",
+            planned - 4
+        )),
+        "{err}"
+    );
+    assert_eq!(standin.taskruns().len(), 2500, "nothing was deleted");
 }
