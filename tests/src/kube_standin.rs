@@ -257,6 +257,7 @@ struct State {
     next_uid: u64,
     list_delay: Duration,
     delete_delay: Duration,
+    received: usize,
 }
 
 struct Shared {
@@ -421,6 +422,12 @@ impl KubeStandIn {
         self.shared.lock().list_delay = delay;
     }
 
+    /// Requests that reached the handler with the right token so far, answered or still held
+    /// back by a delay (lists and deletions are recorded only once answered).
+    pub fn requests_received(&self) -> usize {
+        self.shared.lock().received
+    }
+
     /// From now on, each DELETE is carried out and answered only after `delay`.
     pub fn delay_deletes(&self, delay: Duration) {
         self.shared.lock().delete_delay = delay;
@@ -532,7 +539,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let delay = {
-        let state = shared.lock();
+        let mut state = shared.lock();
+        state.received += 1;
         match method {
             Method::GET => state.list_delay,
             Method::DELETE => state.delete_delay,

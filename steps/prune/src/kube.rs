@@ -341,4 +341,34 @@ mod tests {
             );
         }
     }
+
+    #[rstest]
+    #[case::standalone(json!({}), None)]
+    #[case::tekton_sets_both(
+        json!({"labels": {"tekton.dev/pipelineRun": "nightly-1"}, "ownerReferences": [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": "nightly-1", "uid": "u", "controller": true}]}),
+        Some("nightly-1")
+    )]
+    #[case::owner_only(
+        json!({"ownerReferences": [{"apiVersion": "tekton.dev/v1beta1", "kind": "PipelineRun", "name": "nightly-2", "uid": "u"}]}),
+        Some("nightly-2")
+    )]
+    #[case::label_only(json!({"labels": {"tekton.dev/pipelineRun": "nightly-3"}}), Some("nightly-3"))]
+    #[case::other_owner_kind(
+        json!({"ownerReferences": [{"apiVersion": "example.com/v1", "kind": "PipelineRun", "name": "x", "uid": "u"}, {"apiVersion": "v1", "kind": "ConfigMap", "name": "y", "uid": "u"}]}),
+        None
+    )]
+    fn reads_the_pipeline_run_it_belongs_to(#[case] extra: Value, #[case] want: Option<&str>) {
+        let mut metadata =
+            json!({"name": "vault-backup-abc", "creationTimestamp": "2025-06-01T10:00:00Z"});
+        for (k, v) in extra.as_object().unwrap() {
+            metadata[k] = v.clone();
+        }
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "TaskRun",
+            "metadata": metadata,
+        }))
+        .unwrap();
+        assert_eq!(to_run(&object).pipeline_run.as_deref(), want);
+    }
 }

@@ -352,8 +352,10 @@ fn sigterm_during_slow_deletes_stops_new_ones_and_exits_1() {
             ("RESULTS_DIR", &results),
         ],
     );
-    wait_for("the list", || !standin.list_requests().is_empty());
-    std::thread::sleep(Duration::from_millis(500));
+    // One list (every run fits one page) and the first four deletes, now held back.
+    wait_for("four deletes in flight", || {
+        standin.requests_received() == 5
+    });
     sigterm(&child);
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -394,9 +396,7 @@ fn sigterm_during_a_hung_list_exits_1_having_deleted_nothing() {
         home.path(),
         &[("KUBECONFIG", &kubeconfig), ("PRUNE_KEEP", "0")],
     );
-    // The list is held back, so the stand-in records nothing yet: give the binary time to start
-    // its runtime and send the request.
-    std::thread::sleep(Duration::from_millis(700));
+    wait_for("the list request", || standin.requests_received() == 1);
     sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let log = stderr(&out);
