@@ -11,6 +11,17 @@ use tempfile::NamedTempFile;
 
 /// The prefix of temp files this project leaves in a directory while writing.
 pub const TEMP_PREFIX: &str = ".vault-backup-";
+/// The suffix of those temp files.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Whether `file_name` is one of this project's temp files (`.vault-backup-*.tmp`): a copy in
+/// flight, or one left behind by a process that was killed before it could remove it.
+#[must_use]
+pub fn is_temp_name(file_name: &str) -> bool {
+    file_name.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+        && file_name.starts_with(TEMP_PREFIX)
+        && file_name.ends_with(TEMP_SUFFIX)
+}
 
 /// Flushes a directory's entries (a rename is durable only once its directory is synced).
 ///
@@ -28,7 +39,7 @@ pub fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
     // tempfile creates files with mode 0600 on Unix.
     tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
-        .suffix(".tmp")
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
 }
 
@@ -93,9 +104,19 @@ mod tests {
     }
 
     #[test]
-    fn temp_files_are_private() {
+    fn temp_files_are_private_and_recognised() {
         let dir = tempfile::tempdir().unwrap();
         let tmp = temp_file_in(dir.path()).unwrap();
+        let name = tmp.path().file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(name), "{name}");
+        for other in [
+            ".vault-backup-.tmp",
+            "vault-backup-x.tmp",
+            ".vault-backup-x",
+            "x.tmp",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
         let mode = tmp.as_file().metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }

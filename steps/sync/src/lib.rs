@@ -211,8 +211,26 @@ async fn sync_store(
         seconds: 0.0,
         retention: None,
         deleted: Vec::new(),
+        temp_files_removed: Vec::new(),
         retention_error: None,
     };
+    // Before the copy, and whatever the retention settings: a killed run's full-size temp file
+    // may be what leaves no room for this copy. Judged by the file's age on the real clock.
+    let cleanup_error =
+        match retention::remove_stale_temp_files(store, config.dry_run, Utc::now()).await {
+            Ok(removed) => {
+                report.temp_files_removed = removed;
+                None
+            }
+            Err(e) => {
+                let chain = one_line(&e);
+                error!(
+                    store = store.name(),
+                    "removing stale temp files failed: {chain}"
+                );
+                Some(chain)
+            }
+        };
     let outcome = match upload::upload(store, source, cancel).await {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -220,9 +238,11 @@ async fn sync_store(
             let chain = one_line(&e);
             error!(store = store.name(), location = %location, "copy failed, retention skipped for this store: {chain}");
             report.upload_error = Some(chain);
+            report.retention_error = cleanup_error;
             return report;
         }
     };
+    report.retention_error = cleanup_error;
     let elapsed = started.elapsed();
     report.seconds = elapsed.as_secs_f64();
     report.already_there = outcome == upload::Outcome::AlreadyThere;

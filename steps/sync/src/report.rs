@@ -34,7 +34,10 @@ pub struct StoreReport {
     pub retention: Option<Vec<retention::Decision>>,
     /// Snapshots deleted by retention.
     pub deleted: Vec<String>,
-    /// The retention error, if deleting failed.
+    /// Temp files (`.vault-backup-*.tmp`) older than the limit that were removed (on a dry
+    /// run: that would be).
+    pub temp_files_removed: Vec<String>,
+    /// The retention error, if deleting (snapshots or stale temp files) failed.
     pub retention_error: Option<String>,
 }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use object_store::aws::{AmazonS3Builder, Checksum};
@@ -68,6 +69,25 @@ impl Error {
 /// `Result` with a store [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A file as a store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The file name (no directory or key prefix).
+    pub name: String,
+    /// When it was last written (an object's `Last-Modified`, a file's mtime).
+    pub modified: DateTime<Utc>,
+}
+
+impl Entry {
+    /// An entry named `name`, written at `modified`.
+    pub fn new(name: impl Into<String>, modified: DateTime<Utc>) -> Self {
+        Self {
+            name: name.into(),
+            modified,
+        }
+    }
+}
+
 /// A place that holds snapshot files side by side, by file name.
 pub trait Store: Send + Sync {
     /// The store's short name in logs and in the `synced-stores` result: `s3`, `dir`.
@@ -90,8 +110,12 @@ pub trait Store: Send + Sync {
     /// Whether [`Store::sha256`] reads the whole copy back (then the upload need not hash the
     /// bytes it sends as well).
     fn reads_back_sha256(&self) -> bool;
-    /// The names of the files directly in the store (not below).
-    fn list(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// The files directly in the store (not below), with their modification times.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Entry>>>;
+    /// Whether the store may hold this project's temp files (`.vault-backup-*.tmp`) that a
+    /// killed run left behind: a directory does, an object store never shows a partial upload
+    /// as an object.
+    fn keeps_temp_files(&self) -> bool;
     /// Deletes `file`; a file already gone is not an error.
     fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<()>>;
 }
@@ -280,7 +304,11 @@ impl Store for ObjectStoreBacked {
         false
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+    fn keeps_temp_files(&self) -> bool {
+        false
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Entry>>> {
         Box::pin(async move {
             let depth = self.prefix.as_ref().map_or(0, ObjectPath::parts_count);
             let metas: Vec<_> = self
@@ -292,7 +320,11 @@ impl Store for ObjectStoreBacked {
             Ok(metas
                 .into_iter()
                 .filter(|m| m.location.parts_count() == depth + 1)
-                .filter_map(|m| m.location.filename().map(str::to_owned))
+                .filter_map(|m| {
+                    m.location
+                        .filename()
+                        .map(|name| Entry::new(name, m.last_modified))
+                })
                 .collect())
         })
     }
@@ -438,6 +470,10 @@ impl Store for DirStore {
         true
     }
 
+    fn keeps_temp_files(&self) -> bool {
+        true
+    }
+
     fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let path = self.dir.join(file);
@@ -447,7 +483,7 @@ impl Store for DirStore {
         })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Entry>>> {
         Box::pin(async move {
             let dir = self.dir.clone();
             blocking(move || {
@@ -457,7 +493,8 @@ impl Store for DirStore {
                     if entry.file_type()?.is_file()
                         && let Ok(name) = entry.file_name().into_string()
                     {
-                        names.push(name);
+                        let modified = entry.metadata()?.modified()?;
+                        names.push(Entry::new(name, DateTime::<Utc>::from(modified)));
                     }
                 }
                 Ok(names)

@@ -98,6 +98,16 @@ pub enum Error {
         /// What it should have.
         expected: String,
     },
+    /// The `.snap` was gone or changed when checked again after the `.sha256` was written.
+    #[error(
+        "{location}: the snapshot is {actual} after its .sha256 was written (another run's retention may have removed it); this store holds no verified copy"
+    )]
+    Vanished {
+        /// The copy.
+        location: String,
+        /// What was found: `missing` or its size.
+        actual: String,
+    },
     /// Cancelled by a signal; the upload was aborted.
     #[error("{location}: interrupted, upload aborted")]
     Interrupted {
@@ -167,6 +177,15 @@ pub async fn upload(
         put_checked(store, &a.manifest_file(), manifest.clone()).await?;
     }
     put_checked(store, &a.sha256_file(), source.checksum.clone()).await?;
+    // Another run's retention may have taken the .snap between its upload and the .sha256
+    // (overlapping runs): then this store holds no copy, whatever the checksum file says.
+    let size = store.size(&snap).await?;
+    if size != Some(source.bytes) {
+        return Err(Error::Vanished {
+            location,
+            actual: size.map_or_else(|| "missing".to_owned(), |s| format!("{s} bytes")),
+        });
+    }
     Ok(Outcome::Uploaded)
 }
 
@@ -419,5 +438,93 @@ impl Chunks {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Entry, Result as StoreResult};
+    use futures::future::BoxFuture;
+
+    /// The real directory store, except that writing the `.sha256` also removes the `.snap`:
+    /// another run's retention striking between the two, which no real store does on demand.
+    struct RacedByRetention(Box<dyn Store>);
+
+    impl Store for RacedByRetention {
+        fn name(&self) -> &'static str {
+            self.0.name()
+        }
+        fn location(&self, file: &str) -> String {
+            self.0.location(file)
+        }
+        fn chunk_size(&self) -> usize {
+            self.0.chunk_size()
+        }
+        fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, StoreResult<Box<dyn Writer>>> {
+            self.0.begin(file)
+        }
+        fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, StoreResult<()>> {
+            Box::pin(async move {
+                self.0.put(file, body).await?;
+                if let Some(snap) = file.strip_suffix(".sha256") {
+                    self.0.delete(snap).await?;
+                }
+                Ok(())
+            })
+        }
+        fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
+            self.0.read(file)
+        }
+        fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, StoreResult<Option<u64>>> {
+            self.0.size(file)
+        }
+        fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+            self.0.sha256(file)
+        }
+        fn reads_back_sha256(&self) -> bool {
+            self.0.reads_back_sha256()
+        }
+        fn list(&self) -> BoxFuture<'_, StoreResult<Vec<Entry>>> {
+            self.0.list()
+        }
+        fn keeps_temp_files(&self) -> bool {
+            self.0.keeps_temp_files()
+        }
+        fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+            self.0.delete(file)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snap_gone_after_its_checksum_was_written_is_not_synced() {
+        let ws = tempfile::tempdir().unwrap();
+        let pvc = tempfile::tempdir().unwrap();
+        let a = Artifact::new("vault-20261124T060000Z");
+        std::fs::write(ws.path().join(a.snap_file()), b"snapshot bytes").unwrap();
+        let (sha, _) = artifact::hash_file(&ws.path().join(a.snap_file())).unwrap();
+        std::fs::write(
+            ws.path().join(a.sha256_file()),
+            artifact::checksum_line(&sha, &a.snap_file()),
+        )
+        .unwrap();
+        let source = Source::verified(ws.path(), &a).unwrap();
+        let cancel = CancellationToken::new();
+
+        let plain = crate::store::dir(pvc.path());
+        assert_eq!(
+            upload(plain.as_ref(), &source, &cancel).await.unwrap(),
+            Outcome::Uploaded
+        );
+        std::fs::remove_file(pvc.path().join(a.sha256_file())).unwrap();
+
+        let raced = RacedByRetention(crate::store::dir(pvc.path()));
+        let err = upload(&raced, &source, &cancel).await.unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is missing after its .sha256 was written"),
+            "{err}"
+        );
     }
 }

@@ -229,7 +229,7 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
         ("vault-20261110T070000Z.snap", "incomplete, superseded"),
         (
             "vault-20261124T070000Z.snap",
-            "incomplete, newer than all: maybe in progress",
+            "incomplete, newer by name, but written before this run's copy completed",
         ),
     ] {
         std::fs::write(seed.path().join(f), body).unwrap();
@@ -263,7 +263,7 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
     .unwrap();
     for r in &dry.stores {
         let plan = r.retention.as_ref().unwrap();
-        assert_eq!(plan.iter().filter(|d| !d.keep).count(), 18, "{}", r.store);
+        assert_eq!(plan.iter().filter(|d| !d.keep).count(), 19, "{}", r.store);
         assert!(r.deleted.is_empty());
     }
     let mut with_current = before_bucket.clone();
@@ -272,7 +272,8 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
     assert_eq!(bucket_files(&s3), with_current);
 
     // The real run: last 3 (Nov 24, 23, 22) and weekly 3 (ISO weeks 48, 47, 46: Nov 24, 22,
-    // 15); the incomplete Nov 10 copy goes, the incomplete Nov 24 07:00 one stays.
+    // 15). Both incomplete copies go: "maybe still being written" is judged by when a copy was
+    // written (all seeded before this run's copy completed), not by the time in its name.
     let summary = run_with(Config::try_from(raw()).unwrap(), &cancel, now)
         .await
         .unwrap();
@@ -290,7 +291,6 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
             "other-20261101T060000Z.snap",
             "other-20261101T060000Z.snap.sha256",
             "vault-latest.snap",
-            "vault-20261124T070000Z.snap",
         ]
         .map(str::to_owned),
     )
@@ -299,9 +299,9 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
     assert_eq!(bucket_files(&s3), want);
     assert_eq!(files(bk.path()), want);
     for r in &summary.stores {
-        assert_eq!(r.deleted.len(), 18, "{}: {:?}", r.store, r.deleted);
+        assert_eq!(r.deleted.len(), 19, "{}: {:?}", r.store, r.deleted);
         assert!(r.deleted.contains(&"vault-20261110T070000Z".to_owned()));
-        assert!(!r.deleted.contains(&"vault-20261124T070000Z".to_owned()));
+        assert!(r.deleted.contains(&"vault-20261124T070000Z".to_owned()));
     }
     // What is left still checks out.
     sha256sum_check(bk.path(), "vault-20261115T060000Z.snap.sha256");
@@ -434,4 +434,55 @@ fn a_bad_s3_cacert_exits_2_before_the_snapshot_is_read() {
     let (code, stderr) = run_binary(&env("/etc/ssl/certs/ca-certificates.crt"));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("snapshot verified"), "{stderr}");
+}
+
+#[test]
+fn temp_files_left_by_a_killed_run_are_removed_once_old_and_fresh_ones_kept() {
+    let ws = tempfile::tempdir().unwrap();
+    let bk = tempfile::tempdir().unwrap();
+    let a = write_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 1 << 16);
+    // A killed run's leftover, last written 7 hours ago, and another run's copy in flight.
+    let old = bk.path().join(".vault-backup-k1ll3d.tmp");
+    let fresh = bk.path().join(".vault-backup-fl1ght.tmp");
+    for p in [&old, &fresh] {
+        std::fs::write(p, vec![0u8; 4096]).unwrap();
+    }
+    let seven_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(seven_hours_ago)
+        .unwrap();
+    let mut env: BTreeMap<String, String> =
+        [("SNAPSHOT_DIR", s(ws.path())), ("BACKUP_DIR", s(bk.path()))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+
+    // A dry run only says what it would remove.
+    env.insert("RETAIN_DRY_RUN".into(), "true".into());
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("would remove a temp file older than 6h"),
+        "{stderr}"
+    );
+    assert!(old.exists() && fresh.exists());
+
+    // No retention setting at all: stale temp files still go, before the copy is made.
+    env.remove("RETAIN_DRY_RUN");
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("removed a temp file older than 6h")
+            && stderr.contains(".vault-backup-k1ll3d.tmp"),
+        "{stderr}"
+    );
+    assert!(!old.exists(), "the 7-hour-old temp file is still there");
+    assert!(
+        fresh.exists(),
+        "a fresh temp file (maybe a copy in flight) was removed"
+    );
+    sha256sum_check(bk.path(), &a.sha256_file());
 }

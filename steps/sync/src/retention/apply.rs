@@ -1,10 +1,10 @@
 //! Carries out a retention plan in one store: list, plan, log, then delete (unless a dry run).
 
 use chrono::{DateTime, Utc};
-use tracing::info;
+use tracing::{info, warn};
 use vault_backup_common::artifact::Artifact;
 
-use super::plan::{self, Decision, Policy};
+use super::plan::{self, Decision, Policy, TEMP_MAX_AGE};
 use crate::store::{self, Store};
 
 /// What retention did in one store; filled in as it goes, so a failure halfway still shows
@@ -68,4 +68,32 @@ pub async fn apply(
     }
     info!(store = store.name(), policy = %policy, kept, "deleted {} snapshots", applied.deleted.len());
     Ok(())
+}
+
+/// Removes this project's temp files (`.vault-backup-*.tmp`) older than [`TEMP_MAX_AGE`] from
+/// a store that can hold them (a directory): leftovers of a run that was killed mid-copy, which
+/// would otherwise fill the PVC until every later copy fails. Fresher ones may be another run's
+/// copy in flight and are kept. On a dry run only logs what it would remove. Returns the names
+/// removed (or, on a dry run, that would be).
+///
+/// # Errors
+/// The [`store::Error`] of the listing or of the first removal that failed.
+pub async fn remove_stale_temp_files(
+    store: &dyn Store,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, store::Error> {
+    if !store.keeps_temp_files() {
+        return Ok(Vec::new());
+    }
+    let stale = plan::stale_temp_files(&store.list().await?, now, TEMP_MAX_AGE);
+    for name in &stale {
+        if dry_run {
+            info!(store = store.name(), file = %name, "dry run (RETAIN_DRY_RUN): would remove a temp file older than {}h left by a killed run", TEMP_MAX_AGE.num_hours());
+        } else {
+            store.delete(name).await?;
+            warn!(store = store.name(), file = %name, "removed a temp file older than {}h left by a killed run", TEMP_MAX_AGE.num_hours());
+        }
+    }
+    Ok(stale)
 }

@@ -12,9 +12,14 @@
 //!   snapshots count towards `last`, `within` and the daily/weekly/monthly buckets.
 //! - The snapshot just uploaded and the newest complete snapshot are always kept.
 //! - An incomplete copy (a `.snap` without `.sha256`, or sidecars left without their `.snap`)
-//!   is kept while it is newer than every complete snapshot (another run may be writing it) and
-//!   deleted once a newer complete snapshot exists: it can never be restored from, and a copy
-//!   that a later run superseded will never be finished.
+//!   is kept while it was written more recently than every complete snapshot was (another run
+//!   may still be writing it) and deleted once a complete snapshot was written after it: it can
+//!   never be restored from, and a copy that a later run superseded will never be finished.
+//!   "More recently" goes by the files' modification times in the store, not by the time in
+//!   the name: a slow run uploading an older-named snapshot is still in flight.
+//! - This project's temp files (`.vault-backup-*.tmp`, a copy in flight in a directory store)
+//!   are removed once older than [`TEMP_MAX_AGE`]: a live writer touches its temp file with
+//!   every write, so only a killed run's leftovers get that old.
 //! - `within` counts whole days back from `now`; buckets are UTC calendar days, ISO weeks and
 //!   calendar months, and each keeps the newest snapshot in its bucket, newest buckets first.
 
@@ -23,6 +28,14 @@ use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use vault_backup_common::artifact::{Artifact, Part};
+use vault_backup_common::fsutil;
+
+use crate::store::Entry;
+
+/// How old (by modification time) a `.vault-backup-*.tmp` file must be before it is removed as
+/// a killed run's leftover. A copy in flight writes its temp file every few milliseconds, and
+/// even a multi-gigabyte copy takes minutes, so six hours leaves a wide margin.
+pub const TEMP_MAX_AGE: TimeDelta = TimeDelta::hours(6);
 
 /// How many snapshots to keep; `None` means the rule is off. All off means keep everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,6 +88,9 @@ pub struct Snapshot {
     pub name: String,
     /// The time in its name.
     pub time: DateTime<Utc>,
+    /// When its files were last written in the store (the latest of their modification
+    /// times).
+    pub modified: DateTime<Utc>,
     /// Both `.snap` and `.snap.sha256` are present.
     pub complete: bool,
     /// It is the snapshot this run just uploaded.
@@ -98,7 +114,7 @@ pub enum Reason {
     Weekly(i32, u32),
     /// The newest of its month (`RETAIN_MONTHLY`).
     Monthly(i32, u32),
-    /// Incomplete, but newer than every complete snapshot: it may still be being written.
+    /// Incomplete, but written after every complete snapshot: it may still be being written.
     MaybeInProgress,
 }
 
@@ -112,7 +128,9 @@ impl fmt::Display for Reason {
             Self::Daily(d) => write!(f, "daily {d}"),
             Self::Weekly(y, w) => write!(f, "weekly {y}-W{w:02}"),
             Self::Monthly(y, m) => write!(f, "monthly {y}-{m:02}"),
-            Self::MaybeInProgress => f.write_str("incomplete but newest, may be in progress"),
+            Self::MaybeInProgress => {
+                f.write_str("incomplete but written after every complete one, may be in progress")
+            }
         }
     }
 }
@@ -130,36 +148,48 @@ pub struct Decision {
     pub complete: bool,
 }
 
-/// Groups a store's file names into snapshots named `<prefix>-<timestamp>`; every other name is
+/// Groups a store's files into snapshots named `<prefix>-<timestamp>`; every other name is
 /// dropped. `current` marks the snapshot this run uploaded.
 #[must_use]
-pub fn snapshots_from_files<S: AsRef<str>>(
-    files: &[S],
-    prefix: &str,
-    current: &str,
-) -> Vec<Snapshot> {
-    // name -> (has .snap, has .sha256)
-    let mut seen: BTreeMap<Artifact, (bool, bool)> = BTreeMap::new();
-    for file in files {
-        if let Some((artifact, part)) = Artifact::classify(file.as_ref(), prefix) {
-            let entry = seen.entry(artifact).or_default();
+pub fn snapshots_from_files(entries: &[Entry], prefix: &str, current: &str) -> Vec<Snapshot> {
+    // name -> (has .snap, has .sha256, latest modification)
+    let mut seen: BTreeMap<Artifact, (bool, bool, DateTime<Utc>)> = BTreeMap::new();
+    for entry in entries {
+        if let Some((artifact, part)) = Artifact::classify(&entry.name, prefix) {
+            let e = seen
+                .entry(artifact)
+                .or_insert((false, false, entry.modified));
+            e.2 = e.2.max(entry.modified);
             match part {
-                Part::Snapshot => entry.0 = true,
-                Part::Checksum => entry.1 = true,
+                Part::Snapshot => e.0 = true,
+                Part::Checksum => e.1 = true,
                 Part::Manifest => {}
             }
         }
     }
     seen.into_iter()
-        .filter_map(|(artifact, (snap, sum))| {
+        .filter_map(|(artifact, (snap, sum, modified))| {
             let time = artifact.timestamp(prefix)?;
             Some(Snapshot {
                 current: artifact.name() == current,
                 name: artifact.name().to_owned(),
                 time,
+                modified,
                 complete: snap && sum,
             })
         })
+        .collect()
+}
+
+/// The names of this project's temp files (`.vault-backup-*.tmp`) in a listing that were last
+/// written more than `max_age` before `now`: leftovers of a killed run, safe to remove. Fresher
+/// ones may be another run's copy in flight and are not listed.
+#[must_use]
+pub fn stale_temp_files(entries: &[Entry], now: DateTime<Utc>, max_age: TimeDelta) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| fsutil::is_temp_name(&e.name) && now - e.modified > max_age)
+        .map(|e| e.name.clone())
         .collect()
 }
 
@@ -183,7 +213,13 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: DateTime<Utc>) -> Vec<
             .collect();
     }
 
-    let newest_complete = sorted.iter().find(|s| s.complete).map(|s| s.time);
+    // When the last complete snapshot was written; an incomplete copy written after that may
+    // be another run's upload in flight.
+    let last_completed = sorted
+        .iter()
+        .filter(|s| s.complete)
+        .map(|s| s.modified)
+        .max();
     let cutoff = policy
         .within_days
         .map(|d| now - TimeDelta::days(i64::from(d)));
@@ -235,7 +271,7 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: DateTime<Utc>) -> Vec<
                 }
             }
             rank += 1;
-        } else if newest_complete.is_none_or(|newest| s.time > newest) && !s.current {
+        } else if last_completed.is_none_or(|done| s.modified > done) && !s.current {
             reasons.push(Reason::MaybeInProgress);
         }
         decisions.push(Decision {
@@ -305,6 +341,7 @@ mod tests {
         Snapshot {
             name: name(time),
             time,
+            modified: time,
             complete: true,
             current: false,
         }
@@ -319,6 +356,7 @@ mod tests {
                 Snapshot {
                     name: name(time),
                     time,
+                    modified: time,
                     complete: true,
                     current: false,
                 }
@@ -532,7 +570,8 @@ mod tests {
             "README.md",
             ".vault-backup-x1y2.tmp",
         ];
-        let snaps = snapshots_from_files(&files, "vault", "vault-20261124T060000Z");
+        let entries: Vec<Entry> = files.iter().map(|f| Entry::new(*f, now())).collect();
+        let snaps = snapshots_from_files(&entries, "vault", "vault-20261124T060000Z");
         let got: Vec<(&str, bool, bool)> = snaps
             .iter()
             .map(|s| (s.name.as_str(), s.complete, s.current))
@@ -552,5 +591,69 @@ mod tests {
             "{names:?}"
         );
         assert_eq!(kept(&decisions), ["20261124T060000Z"]);
+    }
+
+    #[test]
+    fn an_incomplete_copy_is_judged_by_when_it_was_written_not_by_its_name() {
+        // The newest complete snapshot was written at 06:01. A slow run uploads a snapshot
+        // named for 05:00 (it started earlier) and its .snap landed at 06:05, after that: it may
+        // be in flight, though its name is older.
+        let complete = snap("2026-11-24 06:00");
+        let mut done = complete.clone();
+        done.modified = at("2026-11-24 06:01");
+        let mut in_flight = snap("2026-11-24 05:00");
+        in_flight.complete = false;
+        in_flight.modified = at("2026-11-24 06:05");
+        let got = plan(
+            &[done.clone(), in_flight.clone()],
+            &policy(1, 0, 0, 0, 0),
+            now(),
+        );
+        assert_eq!(kept(&got), ["20261124T060000Z", "20261124T050000Z"]);
+        assert_eq!(got[1].reasons, [Reason::MaybeInProgress]);
+
+        // Written before the newest complete one was: a leftover, whatever its name says.
+        in_flight.modified = at("2026-11-24 05:30");
+        let got = plan(
+            &[done.clone(), in_flight.clone()],
+            &policy(1, 0, 0, 0, 0),
+            now(),
+        );
+        assert_eq!(kept(&got), ["20261124T060000Z"]);
+        let mut newer_name = snap("2026-11-24 07:00");
+        newer_name.complete = false;
+        newer_name.modified = at("2026-11-24 05:30");
+        let got = plan(&[done, newer_name], &policy(1, 0, 0, 0, 0), now());
+        assert_eq!(kept(&got), ["20261124T060000Z"]);
+    }
+
+    #[test]
+    fn a_snapshot_is_as_recent_as_its_latest_file() {
+        let entries = [
+            Entry::new("vault-20261124T060000Z.snap", at("2026-11-24 06:00")),
+            Entry::new("vault-20261124T060000Z.snap.sha256", at("2026-11-24 06:02")),
+            Entry::new("vault-20261124T060000Z.snap.json", at("2026-11-24 06:01")),
+        ];
+        let got = snapshots_from_files(&entries, "vault", "");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].modified, at("2026-11-24 06:02"));
+        assert!(got[0].complete);
+    }
+
+    #[rstest]
+    #[case::old_temp(".vault-backup-a1b2.tmp", 7 * 60, true)]
+    #[case::just_over(".vault-backup-a1b2.tmp", 6 * 60 + 1, true)]
+    #[case::at_the_limit(".vault-backup-a1b2.tmp", 6 * 60, false)]
+    #[case::fresh_temp(".vault-backup-a1b2.tmp", 5, false)]
+    #[case::old_snapshot("vault-20261101T060000Z.snap", 30 * 24 * 60, false)]
+    #[case::old_foreign_tmp(".other-a1b2.tmp", 30 * 24 * 60, false)]
+    fn stale_temp_files_are_old_temp_files_of_ours(
+        #[case] name: &str,
+        #[case] minutes_old: i64,
+        #[case] stale: bool,
+    ) {
+        let entries = [Entry::new(name, now() - TimeDelta::minutes(minutes_old))];
+        let got = stale_temp_files(&entries, now(), TEMP_MAX_AGE);
+        assert_eq!(got.len(), usize::from(stale), "{got:?}");
     }
 }
