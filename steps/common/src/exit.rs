@@ -6,6 +6,7 @@
 //! listed in the README.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use crate::env::ConfigError;
@@ -47,12 +48,13 @@ where
 {
     if let Some(arg) = std::env::args().nth(1) {
         return match arg.as_str() {
+            // Written with writeln! and its error ignored: `--help | head` must not panic.
             "--version" | "-V" => {
-                println!("{name} {version}");
+                let _ = writeln!(std::io::stdout(), "{name} {version}");
                 ExitCode::SUCCESS
             }
             "--help" | "-h" => {
-                println!("{name} {version}\n\n{usage}");
+                let _ = writeln!(std::io::stdout(), "{name} {version}\n\n{usage}");
                 ExitCode::SUCCESS
             }
             other => {
@@ -107,13 +109,23 @@ pub async fn termination() -> Option<&'static str> {
 /// [`termination`]); the signal's name is logged once. Must be called inside a tokio runtime.
 #[must_use]
 pub fn cancel_on_termination() -> tokio_util::sync::CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = tokio_util::sync::CancellationToken::new();
     let trigger = token.clone();
+    // The handlers are installed here, before this returns, so a signal that comes while the
+    // step starts is not lost to the default action (exit 143).
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     tokio::spawn(async move {
-        if let Some(signal) = termination().await {
-            tracing::warn!(signal, "termination requested; stopping");
-            trigger.cancel();
-        }
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!(signal = name, "termination requested; stopping");
+        trigger.cancel();
     });
     token
 }
