@@ -13,6 +13,7 @@
 //! the code that carries it out), [`report`] (what the run did). This file is the run, in the
 //! order it happens.
 
+pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod report;

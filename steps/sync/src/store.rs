@@ -6,7 +6,9 @@
 //! - Any `object_store` backend (S3 today; GCS and Azure are a builder away): the snapshot goes
 //!   up as a multipart upload in [`OBJECT_PART_SIZE`] parts, at most [`OBJECT_PARTS_IN_FLIGHT`]
 //!   at a time, each with its SHA-256 in `x-amz-checksum-sha256` so the server checks every
-//!   part; an aborted upload is aborted on the server too, so no object ever appears.
+//!   part; an aborted upload is aborted on the server too, so no object ever appears. After
+//!   completion the copy is checked by its size and, where the server states one, by the
+//!   SHA-256 checksum it keeps (see [`crate::checksum`]).
 //! - A directory, written with `std::fs` and the common crate's `fsutil` rather than
 //!   `object_store`'s `LocalFileSystem`: that one renames its staging file into place without
 //!   syncing it first, so a power cut could leave a complete-looking name over missing data. The
@@ -24,6 +26,7 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use object_store::aws::{AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjectPath;
+use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
 use object_store::{
     BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload,
     RetryConfig, WriteMultipart,
@@ -107,6 +110,14 @@ pub trait Store: Send + Sync {
     /// The SHA-256 (hex) of `file` as stored, where the store can tell it cheaply; `None` where
     /// it cannot (S3 keeps per-part checksums that it verified on upload, not a whole-file one).
     fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+    /// The SHA-256 checksum the server keeps for `file`, as it states it (S3: the
+    /// `x-amz-checksum-sha256` header of a HEAD with `x-amz-checksum-mode: ENABLED`, a composite
+    /// `<base64>-<parts>` after a multipart upload); `None` if it states none, or the store
+    /// has no such thing.
+    fn server_checksum<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+    /// The part size of multipart uploads, for the composite checksum computed while sending;
+    /// `None` for a store that does not speak server checksums.
+    fn part_size(&self) -> Option<usize>;
     /// Whether [`Store::sha256`] reads the whole copy back (then the upload need not hash the
     /// bytes it sends as well).
     fn reads_back_sha256(&self) -> bool;
@@ -158,6 +169,23 @@ pub fn s3(cfg: &S3Config) -> Result<Box<dyn Store>, ConfigError> {
             options = options.with_root_certificate(cert);
         }
     }
+    // The checksum read-back is one presigned HEAD sent with reqwest (object_store's head()
+    // neither sends x-amz-checksum-mode nor returns the checksum headers); it trusts the same
+    // roots, added to the system's as object_store does.
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60));
+    if let Some(pem) = &cfg.ca_cert {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ConfigError::new("S3_CACERT", format!("not a PEM bundle: {e}")))?;
+        http = http.tls_certs_merge(certs);
+    }
+    let http = http.build().map_err(|e| {
+        ConfigError::new(
+            "S3_CACERT",
+            format!("cannot set up the HTTP client for checksum read-back: {e}"),
+        )
+    })?;
     let retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(500),
@@ -193,11 +221,14 @@ pub fn s3(cfg: &S3Config) -> Result<Box<dyn Store>, ConfigError> {
                 ConfigError::new("S3_PREFIX", format!("not a usable key prefix: {e}"))
             })?)
         };
+    let store = Arc::new(store);
     Ok(Box::new(ObjectStoreBacked {
         name: "s3",
         url: format!("s3://{}", cfg.bucket),
         prefix,
-        inner: Arc::new(store),
+        inner: Arc::clone(&store) as Arc<dyn ObjectStore>,
+        signer: store as Arc<dyn Signer>,
+        http,
     }))
 }
 
@@ -215,6 +246,10 @@ struct ObjectStoreBacked {
     url: String,
     prefix: Option<ObjectPath>,
     inner: Arc<dyn ObjectStore>,
+    /// Presigns the checksum read-back.
+    signer: Arc<dyn Signer>,
+    /// Sends it.
+    http: reqwest::Client,
 }
 
 impl ObjectStoreBacked {
@@ -302,6 +337,53 @@ impl Store for ObjectStoreBacked {
 
     fn reads_back_sha256(&self) -> bool {
         false
+    }
+
+    fn server_checksum<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            let mode = (
+                HeaderName::from_static("x-amz-checksum-mode"),
+                HeaderValue::from_static("ENABLED"),
+            );
+            let options =
+                SignedUrlOptions::default().with_signed_header(mode.0.clone(), mode.1.clone());
+            let url = self
+                .signer
+                .signed_url_opts(
+                    Method::HEAD,
+                    &self.path(file),
+                    Duration::from_secs(300),
+                    &options,
+                )
+                .await
+                .map_err(|e| self.err("signing the checksum read-back of", file, e))?;
+            let response = self
+                .http
+                .head(url.as_str())
+                .header(mode.0.as_str(), "ENABLED")
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::new(self.name, "reading the checksum of", self.location(file), e)
+                })?;
+            if !response.status().is_success() {
+                return Err(Error::new(
+                    self.name,
+                    "reading the checksum of",
+                    self.location(file),
+                    format!("HEAD answered {}", response.status()),
+                ));
+            }
+            Ok(response
+                .headers()
+                .get("x-amz-checksum-sha256")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned))
+        })
+    }
+
+    fn part_size(&self) -> Option<usize> {
+        Some(OBJECT_PART_SIZE)
     }
 
     fn keeps_temp_files(&self) -> bool {
@@ -468,6 +550,14 @@ impl Store for DirStore {
 
     fn reads_back_sha256(&self) -> bool {
         true
+    }
+
+    fn server_checksum<'a>(&'a self, _file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn part_size(&self) -> Option<usize> {
+        None
     }
 
     fn keeps_temp_files(&self) -> bool {

@@ -19,6 +19,7 @@ use vault_backup_common::artifact::{self, Artifact, ArtifactError};
 use vault_backup_common::exit::one_line;
 use vault_backup_common::progress::Progress;
 
+use crate::checksum::{self, PartDigests};
 use crate::store::{self, Store, Writer};
 
 /// A snapshot in the workspace that matched its `.sha256`, with its sidecars in memory.
@@ -205,10 +206,10 @@ async fn check_copy(
     store: &dyn Store,
     source: &Source,
     snap: &str,
-    sent: Option<String>,
+    sent: Sent,
 ) -> Result<Option<Error>, Error> {
     let location = store.location(snap);
-    if let Some(sent) = sent
+    if let Some(sent) = sent.sha256
         && sent != source.sha256
     {
         return Ok(Some(Error::Mismatch {
@@ -226,6 +227,36 @@ async fn check_copy(
             actual: size.map_or_else(|| "missing".to_owned(), |s| s.to_string()),
             expected: source.bytes.to_string(),
         }));
+    }
+    if let Some(composite) = sent.composite {
+        // The server checked each part's SHA-256 as it arrived; what it states for the whole
+        // must be what was computed here over the same parts (or, for a full-object checksum,
+        // over the verified file).
+        let Some(stated) = store.server_checksum(snap).await? else {
+            info!(
+                store = store.name(),
+                location = %location,
+                "the server states no SHA-256 checksum for the copy (x-amz-checksum-mode); it is checked by its size only"
+            );
+            return Ok(None);
+        };
+        let (kind, expected) = if stated.contains('-') {
+            ("composite", composite)
+        } else {
+            (
+                "full-object",
+                checksum::full_object(&source.sha256).unwrap_or_default(),
+            )
+        };
+        if stated != expected {
+            return Ok(Some(Error::Mismatch {
+                location,
+                what: "the SHA-256 checksum the server states",
+                actual: stated,
+                expected,
+            }));
+        }
+        info!(store = store.name(), location = %location, checksum = %stated, kind, "the server's SHA-256 checksum matches the one computed while sending");
     }
     if store.reads_back_sha256() {
         let stored = store.sha256(snap).await?.unwrap_or_default();
@@ -266,10 +297,10 @@ async fn stream(
     source: &Source,
     cancel: &CancellationToken,
     location: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<Sent, Error> {
     let path = source.dir.join(source.artifact.snap_file());
     let hash = !store.reads_back_sha256();
-    let mut reader = match Chunks::open(&path, store.chunk_size(), hash).await {
+    let mut reader = match Chunks::open(&path, store.chunk_size(), hash, store.part_size()).await {
         Ok(r) => r,
         Err(e) => {
             abort(store, writer, location).await;
@@ -348,9 +379,37 @@ async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
 /// measured, peak RSS went from about 40 MiB to 140 MiB on a 500 MB upload.
 struct Chunks {
     path: PathBuf,
-    state: Option<(File, Option<Sha256>)>,
+    state: Option<(File, Hashers)>,
     chunk: usize,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// What is computed over the bytes as they are read: the whole file's SHA-256 and, for a store
+/// that states composite checksums, the SHA-256 of each part.
+#[derive(Default)]
+struct Hashers {
+    full: Option<Sha256>,
+    parts: Option<PartDigests>,
+}
+
+impl Hashers {
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = self.full.as_mut() {
+            h.update(bytes);
+        }
+        if let Some(p) = self.parts.as_mut() {
+            p.update(bytes);
+        }
+    }
+}
+
+/// What was computed over the bytes sent.
+#[derive(Debug, Default)]
+struct Sent {
+    /// The SHA-256 (hex) of the whole, if hashed.
+    sha256: Option<String>,
+    /// The composite checksum of the parts, if the store has parts.
+    composite: Option<String>,
 }
 
 /// A pooled buffer lent to a `Bytes`; returns to the pool on drop.
@@ -375,7 +434,12 @@ impl Drop for Pooled {
 }
 
 impl Chunks {
-    async fn open(path: &Path, chunk: usize, hash: bool) -> Result<Self, Error> {
+    async fn open(
+        path: &Path,
+        chunk: usize,
+        hash: bool,
+        part_size: Option<usize>,
+    ) -> Result<Self, Error> {
         let p = path.to_owned();
         let file = tokio::task::spawn_blocking(move || File::open(p))
             .await
@@ -386,7 +450,13 @@ impl Chunks {
             })?;
         Ok(Self {
             path: path.to_owned(),
-            state: Some((file, hash.then(Sha256::new))),
+            state: Some((
+                file,
+                Hashers {
+                    full: hash.then(Sha256::new),
+                    parts: part_size.map(PartDigests::new),
+                },
+            )),
             chunk,
             pool: Arc::default(),
         })
@@ -405,9 +475,7 @@ impl Chunks {
             buf.clear();
             let mut limited = file.take(size);
             let r = limited.read_to_end(&mut buf);
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf);
-            }
+            hasher.update(&buf);
             (limited.into_inner(), hasher, r.map(|_| buf))
         })
         .await;
@@ -426,11 +494,15 @@ impl Chunks {
         }
     }
 
-    /// The SHA-256 (hex) of everything read, if hashing.
-    fn finish(self) -> Option<String> {
-        self.state
-            .and_then(|(_, h)| h)
-            .map(|h| hex::encode(h.finalize()))
+    /// What was computed over everything read.
+    fn finish(self) -> Sent {
+        let Some((_, h)) = self.state else {
+            return Sent::default();
+        };
+        Sent {
+            sha256: h.full.map(|h| hex::encode(h.finalize())),
+            composite: h.parts.map(PartDigests::composite),
+        }
     }
 
     fn read_error(&self, source: std::io::Error) -> Error {
@@ -484,6 +556,15 @@ mod tests {
         }
         fn reads_back_sha256(&self) -> bool {
             self.0.reads_back_sha256()
+        }
+        fn server_checksum<'a>(
+            &'a self,
+            file: &'a str,
+        ) -> BoxFuture<'a, StoreResult<Option<String>>> {
+            self.0.server_checksum(file)
+        }
+        fn part_size(&self) -> Option<usize> {
+            self.0.part_size()
         }
         fn list(&self) -> BoxFuture<'_, StoreResult<Vec<Entry>>> {
             self.0.list()

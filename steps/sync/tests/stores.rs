@@ -486,3 +486,64 @@ fn temp_files_left_by_a_killed_run_are_removed_once_old_and_fresh_ones_kept() {
     );
     sha256sum_check(bk.path(), &a.sha256_file());
 }
+
+/// The composite checksum S3 states for a multipart object, computed here from the file with
+/// the upload's part size (independently of the step's own streaming code).
+fn composite_of(path: &std::path::Path, part: usize) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap();
+    let mut outer = Sha256::new();
+    let mut n = 0;
+    for chunk in bytes.chunks(part) {
+        outer.update(Sha256::digest(chunk));
+        n += 1;
+    }
+    format!(
+        "{}-{n}",
+        base64::engine::general_purpose::STANDARD.encode(outer.finalize())
+    )
+}
+
+#[test]
+fn seaweedfs_states_a_composite_checksum_and_it_is_compared() {
+    let s3 = SeaweedFs::start("backups");
+    let ws = tempfile::tempdir().unwrap();
+    // 20 MB: three parts of 8 MiB, the last one shorter.
+    let a = write_big_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 20_000_000);
+    let want = composite_of(
+        &ws.path().join(a.snap_file()),
+        snapshot_sync::store::OBJECT_PART_SIZE,
+    );
+    assert!(want.ends_with("-3"), "{want}");
+
+    let mut env = s3_env(&s3);
+    env.insert("SNAPSHOT_DIR".into(), s(ws.path()));
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("the server's SHA-256 checksum matches"))
+        .unwrap_or_else(|| panic!("no checksum comparison logged:\n{stderr}"));
+    assert!(line.contains(&format!("checksum={want}")), "{line}");
+    assert!(line.contains("kind=\"composite\""), "{line}");
+    assert!(!stderr.contains("checked by its size only"), "{stderr}");
+
+    // The server says the same to anyone who asks (the aws CLI, checksum mode enabled).
+    let out = s3.aws(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        s3.bucket(),
+        "--key",
+        &format!("{PREFIX_IN_BUCKET}/{}", a.snap_file()),
+        "--checksum-mode",
+        "ENABLED",
+    ]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&want),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
