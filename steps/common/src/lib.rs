@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod env;
 pub mod exit;
 pub mod fsutil;
+pub mod metrics;
 pub mod progress;
 pub mod tekton;
 pub mod telemetry;

@@ -1,0 +1,1004 @@
+//! The outcome of each run, pushed to a Prometheus Pushgateway so that an alert fires when
+//! backups stop.
+//!
+//! A TaskRun is a short batch job: once it ends there is nothing left for Prometheus to scrape,
+//! and a backup that fails without telling anyone is found out on the day of the restore. So,
+//! when `METRICS_PUSHGATEWAY_URL` is set, each step pushes a few gauges at the end of its run
+//! (the Prometheus project's own answer for batch jobs), and the rules in `monitoring/` alert on
+//! their age.
+//!
+//! - Every series is grouped by `job` (`METRICS_JOB`), `task` (`METRICS_TASK`) and `step`, so
+//!   the backup, the restore drill and each step never overwrite each other's series.
+//! - The push is a `POST`: the Pushgateway replaces only the metrics named in the push, so a
+//!   failed run's `vault_backup_last_failure_timestamp_seconds` leaves the last success in place.
+//! - Pushing is best effort: a Pushgateway that is down, slow or refusing costs at most
+//!   `METRICS_PUSH_TIMEOUT` and one warning line, and never changes the step's exit code.
+//! - Credentials (`METRICS_BASIC_AUTH_FILE`, `METRICS_BEARER_TOKEN_FILE`) live in a
+//!   [`Secret`] and never reach a log line; the URL may not carry any.
+//!
+//! Every gauge a step may push is listed once here ([`ALL`]), with its HELP text: the
+//! Pushgateway keeps one HELP per metric name across all groups and logs "inconsistent help
+//! strings" when two pushes disagree, so the steps must not word them differently.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use url::Url;
+
+use crate::env::{self, ConfigError, Secret};
+
+/// `METRICS_JOB` when unset: the `job` label of every pushed series.
+pub const DEFAULT_JOB: &str = "vault-backup";
+/// `METRICS_TASK` when unset: the name of the shipped Task.
+pub const DEFAULT_TASK: &str = "vault-backup";
+/// `METRICS_PUSH_TIMEOUT` when unset: the most a push may add to a step's run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One gauge: its name and HELP text, the same in every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge {
+    /// The metric name.
+    pub name: &'static str,
+    /// The HELP line (one line, no trailing period).
+    pub help: &'static str,
+    /// The labels the step sets besides the grouping labels (`job`, `task`, `step`).
+    pub labels: &'static [&'static str],
+}
+
+/// Unix time of the step's last run that succeeded (exit code 0).
+pub const LAST_SUCCESS: Gauge = Gauge {
+    name: "vault_backup_last_success_timestamp_seconds",
+    help: "Unix time the step last finished with exit code 0",
+    labels: &[],
+};
+/// Unix time of the step's last run that failed (exit code other than 0).
+pub const LAST_FAILURE: Gauge = Gauge {
+    name: "vault_backup_last_failure_timestamp_seconds",
+    help: "Unix time the step last finished with a non-zero exit code",
+    labels: &[],
+};
+/// Wall time of the step's last run.
+pub const DURATION: Gauge = Gauge {
+    name: "vault_backup_duration_seconds",
+    help: "Wall time of the step's last run in seconds",
+    labels: &[],
+};
+/// Exit code of the step's last run (0 done, 1 failed, 2 configuration invalid).
+pub const LAST_RUN_EXIT_CODE: Gauge = Gauge {
+    name: "vault_backup_last_run_exit_code",
+    help: "Exit code of the step's last run: 0 done, 1 failed, 2 configuration invalid",
+    labels: &[],
+};
+/// Size of the snapshot the snapshot step saved.
+pub const SNAPSHOT_BYTES: Gauge = Gauge {
+    name: "vault_backup_snapshot_bytes",
+    help: "Size in bytes of the last snapshot saved",
+    labels: &[],
+};
+/// Raft index of the snapshot the snapshot step saved.
+pub const SNAPSHOT_RAFT_INDEX: Gauge = Gauge {
+    name: "vault_backup_snapshot_raft_index",
+    help: "Raft index of the last snapshot saved (meta.json Index)",
+    labels: &[],
+};
+/// Unix time a store (`store="s3"` or `"dir"`) last received a complete copy.
+pub const STORE_LAST_SUCCESS: Gauge = Gauge {
+    name: "vault_backup_store_last_success_timestamp_seconds",
+    help: "Unix time the store last received a complete copy of a snapshot",
+    labels: &["store"],
+};
+/// Complete snapshots a store holds after retention.
+pub const STORE_SNAPSHOTS: Gauge = Gauge {
+    name: "vault_backup_store_snapshots",
+    help: "Complete snapshots the store holds after retention",
+    labels: &["store"],
+};
+/// Bytes retention deleted from a store in the last run.
+pub const STORE_DELETED_BYTES: Gauge = Gauge {
+    name: "vault_backup_store_deleted_bytes",
+    help: "Bytes retention deleted from the store in the last run",
+    labels: &["store"],
+};
+/// TaskRuns the prune step deleted in its last run.
+pub const TASKRUNS_DELETED: Gauge = Gauge {
+    name: "vault_backup_taskruns_deleted",
+    help: "TaskRuns deleted by the last prune run",
+    labels: &[],
+};
+/// TaskRuns the prune step kept in its last run.
+pub const TASKRUNS_KEPT: Gauge = Gauge {
+    name: "vault_backup_taskruns_kept",
+    help: "TaskRuns kept by the last prune run",
+    labels: &[],
+};
+/// Unix time a restore drill last proved a snapshot restorable.
+pub const RESTORE_DRILL_LAST_SUCCESS: Gauge = Gauge {
+    name: "vault_backup_restore_drill_last_success_timestamp_seconds",
+    help: "Unix time a restore drill last restored a snapshot and read it back",
+    labels: &[],
+};
+/// Wall time of the last successful restore drill.
+pub const RESTORE_DRILL_DURATION: Gauge = Gauge {
+    name: "vault_backup_restore_drill_duration_seconds",
+    help: "Wall time of the last successful restore drill in seconds",
+    labels: &[],
+};
+
+/// Every gauge a step may push (the README and the alert rules name only these).
+pub const ALL: &[Gauge] = &[
+    LAST_SUCCESS,
+    LAST_FAILURE,
+    DURATION,
+    LAST_RUN_EXIT_CODE,
+    SNAPSHOT_BYTES,
+    SNAPSHOT_RAFT_INDEX,
+    STORE_LAST_SUCCESS,
+    STORE_SNAPSHOTS,
+    STORE_DELETED_BYTES,
+    TASKRUNS_DELETED,
+    TASKRUNS_KEPT,
+    RESTORE_DRILL_LAST_SUCCESS,
+    RESTORE_DRILL_DURATION,
+];
+
+/// The variables, exactly as documented; all optional strings (see [`env::from_env`]).
+#[derive(Debug, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct RawConfig {
+    pub metrics_pushgateway_url: Option<String>,
+    pub metrics_push_timeout: Option<String>,
+    pub metrics_job: Option<String>,
+    pub metrics_task: Option<String>,
+    pub metrics_basic_auth_file: Option<String>,
+    pub metrics_bearer_token_file: Option<String>,
+    pub metrics_cacert: Option<String>,
+}
+
+/// How the push authenticates to a Pushgateway behind a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// HTTP basic auth from `METRICS_BASIC_AUTH_FILE` (`user:password`).
+    Basic {
+        /// The user name (before the first `:`).
+        user: String,
+        /// The password (after it).
+        password: Secret,
+    },
+    /// `Authorization: Bearer` from `METRICS_BEARER_TOKEN_FILE`.
+    Bearer(Secret),
+}
+
+/// Where and how to push; `None` from [`Config::from_env`] when `METRICS_PUSHGATEWAY_URL` is unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The Pushgateway's base URL (`METRICS_PUSHGATEWAY_URL`), without credentials.
+    pub url: Url,
+    /// The most a push may take, connection included (`METRICS_PUSH_TIMEOUT`).
+    pub timeout: Duration,
+    /// The `job` grouping label (`METRICS_JOB`).
+    pub job: String,
+    /// The `task` grouping label (`METRICS_TASK`): the Task's name, `$(context.task.name)`.
+    pub task: String,
+    /// Credentials, if any.
+    pub auth: Option<Auth>,
+    /// PEM CA bundle (`METRICS_CACERT`): trusted instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// Reads the `METRICS_*` variables; `Ok(None)` when `METRICS_PUSHGATEWAY_URL` is unset.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the variable that is malformed or whose file cannot be read.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Self::try_from(env::from_env::<RawConfig>()?)
+    }
+
+    /// The variables [`Config::from_env`] reads.
+    #[must_use]
+    pub fn variables() -> Vec<String> {
+        env::variables::<RawConfig>()
+    }
+
+    /// Checks a raw configuration; `Ok(None)` when no Pushgateway is configured.
+    ///
+    /// # Errors
+    /// As [`Config::from_env`].
+    pub fn try_from(raw: RawConfig) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = raw.metrics_pushgateway_url.as_deref() else {
+            // Credentials or a CA without a URL mean someone meant to push: say so rather than
+            // stay silent, which is what the metrics exist to prevent.
+            let stray = [
+                ("METRICS_PUSH_TIMEOUT", &raw.metrics_push_timeout),
+                ("METRICS_BASIC_AUTH_FILE", &raw.metrics_basic_auth_file),
+                ("METRICS_BEARER_TOKEN_FILE", &raw.metrics_bearer_token_file),
+                ("METRICS_CACERT", &raw.metrics_cacert),
+            ]
+            .into_iter()
+            .find(|(_, v)| v.is_some());
+            return match stray {
+                Some((name, _)) => Err(ConfigError::new(
+                    "METRICS_PUSHGATEWAY_URL",
+                    format!("is not set but {name} is; set the Pushgateway's URL, or unset {name}"),
+                )),
+                None => Ok(None),
+            };
+        };
+        let url = pushgateway_url(url)?;
+        let timeout = env::parse_duration(
+            "METRICS_PUSH_TIMEOUT",
+            raw.metrics_push_timeout.as_deref(),
+            DEFAULT_TIMEOUT,
+        )?;
+        let auth = match (
+            raw.metrics_basic_auth_file.as_deref(),
+            raw.metrics_bearer_token_file.as_deref(),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "METRICS_BASIC_AUTH_FILE, METRICS_BEARER_TOKEN_FILE",
+                    "both are set; set only one of them",
+                ));
+            }
+            (Some(path), None) => Some(basic_auth(Path::new(path))?),
+            (None, Some(path)) => Some(Auth::Bearer(env::read_secret_file(
+                "METRICS_BEARER_TOKEN_FILE",
+                Path::new(path),
+            )?)),
+            (None, None) => None,
+        };
+        let ca_pem = match raw.metrics_cacert.as_deref() {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                ConfigError::new("METRICS_CACERT", format!("cannot read {path}: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(Some(Self {
+            url,
+            timeout,
+            job: raw
+                .metrics_job
+                .map_or_else(|| DEFAULT_JOB.to_owned(), |s| s.trim().to_owned()),
+            task: raw
+                .metrics_task
+                .map_or_else(|| DEFAULT_TASK.to_owned(), |s| s.trim().to_owned()),
+            auth,
+            ca_pem,
+        }))
+    }
+
+    /// Where a step's series are pushed: `<url>/metrics/job/<job>/task/<task>/step/<step>`.
+    /// A value that is empty or holds anything but letters, digits, `-`, `_`, `.` and `~` is
+    /// sent in the Pushgateway's base64 form (`task@base64/<url-safe base64>`), so a `/` in a
+    /// name cannot change the grouping.
+    #[must_use]
+    pub fn group_url(&self, step: &str) -> Url {
+        let mut path = self.url.path().trim_end_matches('/').to_owned();
+        path.push_str("/metrics");
+        for (label, value) in [
+            ("job", self.job.as_str()),
+            ("task", &self.task),
+            ("step", step),
+        ] {
+            path.push('/');
+            path.push_str(&grouping_segment(label, value));
+        }
+        let mut url = self.url.clone();
+        url.set_path(&path);
+        url
+    }
+}
+
+/// Checks `METRICS_PUSHGATEWAY_URL`: http(s), a host, no credentials, query or fragment.
+fn pushgateway_url(value: &str) -> Result<Url, ConfigError> {
+    const VAR: &str = "METRICS_PUSHGATEWAY_URL";
+    let url = Url::parse(value.trim()).map_err(|e| {
+        ConfigError::new(
+            VAR,
+            format!("expected a URL such as http://pushgateway.monitoring:9091 ({e})"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(
+            VAR,
+            "expected an http:// or https:// URL with a host, such as http://pushgateway.monitoring:9091",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo the value: it holds a password.
+        return Err(ConfigError::new(
+            VAR,
+            "must not carry credentials (they would be logged); put user:password in METRICS_BASIC_AUTH_FILE",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            VAR,
+            "expected the Pushgateway's base URL, without a query or fragment",
+        ));
+    }
+    Ok(url)
+}
+
+/// Reads `user:password` from a file (the password may contain `:`).
+fn basic_auth(path: &Path) -> Result<Auth, ConfigError> {
+    const VAR: &str = "METRICS_BASIC_AUTH_FILE";
+    let text = env::read_secret_file(VAR, path)?;
+    match text.expose().split_once(':') {
+        Some((user, password)) if !user.is_empty() && !user.contains('\n') => Ok(Auth::Basic {
+            user: user.to_owned(),
+            password: Secret::new(password),
+        }),
+        _ => Err(ConfigError::new(
+            VAR,
+            format!("{} must hold user:password on one line", path.display()),
+        )),
+    }
+}
+
+/// One grouping-key path segment pair, `label/value` or `label@base64/<value>`.
+fn grouping_segment(label: &str, value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        && value != "."
+        && value != "..";
+    if plain {
+        format!("{label}/{value}")
+    } else if value.is_empty() {
+        // The Pushgateway's spelling of an empty value: a lone padding character.
+        format!("{label}@base64/=")
+    } else {
+        format!(
+            "{label}@base64/{}",
+            base64::engine::general_purpose::URL_SAFE.encode(value)
+        )
+    }
+}
+
+/// Gauges to push, rendered in the Prometheus text exposition format (version 0.0.4).
+///
+/// Setting the same gauge with the same labels again replaces its value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    gauge: Gauge,
+    labels: Vec<(&'static str, String)>,
+    value: f64,
+}
+
+impl Metrics {
+    /// No gauges yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a gauge that has no labels of its own.
+    pub fn set(&mut self, gauge: Gauge, value: f64) -> &mut Self {
+        self.set_with(gauge, &[], value)
+    }
+
+    /// Sets a gauge with label values, given in the order of [`Gauge::labels`]
+    /// (`metrics.set_with(STORE_SNAPSHOTS, &["s3"], 7.0)`).
+    ///
+    /// A call whose number of values does not match the gauge's labels is a bug in the caller;
+    /// it is logged and ignored rather than pushed malformed (a push never fails the step).
+    pub fn set_with(&mut self, gauge: Gauge, values: &[&str], value: f64) -> &mut Self {
+        if values.len() != gauge.labels.len() {
+            tracing::warn!(
+                metric = gauge.name,
+                "metric set with the wrong number of labels; not pushed"
+            );
+            return self;
+        }
+        let labels: Vec<(&'static str, String)> = gauge
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(name, v)| (*name, (*v).to_owned()))
+            .collect();
+        match self
+            .samples
+            .iter_mut()
+            .find(|s| s.gauge.name == gauge.name && s.labels == labels)
+        {
+            Some(sample) => sample.value = value,
+            None => self.samples.push(Sample {
+                gauge,
+                labels,
+                value,
+            }),
+        }
+        self
+    }
+
+    /// Sets a timestamp gauge to `at`, in Unix seconds.
+    pub fn set_time(&mut self, gauge: Gauge, values: &[&str], at: SystemTime) -> &mut Self {
+        self.set_with(gauge, values, unix_seconds(at))
+    }
+
+    /// Records how the run ended: always [`DURATION`] and [`LAST_RUN_EXIT_CODE`]; then
+    /// [`LAST_SUCCESS`] at `at` if `exit_code` is 0, else [`LAST_FAILURE`]. Only one of the two
+    /// timestamps is pushed, so the other keeps its earlier value in the Pushgateway.
+    pub fn outcome(&mut self, exit_code: u8, duration: Duration, at: SystemTime) -> &mut Self {
+        let stamp = if exit_code == 0 {
+            LAST_SUCCESS
+        } else {
+            LAST_FAILURE
+        };
+        self.set_time(stamp, &[], at)
+            .set(DURATION, duration.as_secs_f64())
+            .set(LAST_RUN_EXIT_CODE, f64::from(exit_code))
+    }
+
+    /// Whether nothing was set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The number of series set.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The text exposition format: each gauge's `# HELP` and `# TYPE` lines, then its series,
+    /// one family after the other (the format requires a family's lines to be together).
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut done: Vec<&str> = Vec::new();
+        for first in &self.samples {
+            let name = first.gauge.name;
+            if done.contains(&name) {
+                continue;
+            }
+            done.push(name);
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(first.gauge.help));
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for s in self.samples.iter().filter(|s| s.gauge.name == name) {
+                out.push_str(name);
+                if !s.labels.is_empty() {
+                    out.push('{');
+                    for (i, (label, value)) in s.labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{label}=\"{}\"", escape_label_value(value));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", format_value(s.value));
+            }
+        }
+        out
+    }
+}
+
+/// Seconds since the Unix epoch (negative before it, which no clock here will show).
+#[must_use]
+pub fn unix_seconds(at: SystemTime) -> f64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// A label value in the text format: `\`, `"` and newlines escaped.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A HELP text in the text format: `\` and newlines escaped.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value as the text format spells it (`+Inf`, `-Inf`, `NaN`, else Rust's shortest
+/// round-trip decimal, which never uses an exponent).
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Why a push did not land. Never holds a credential: the URL cannot carry one.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// No answer at all (connection refused, DNS, TLS), or not in time.
+    #[error("cannot reach the Pushgateway at {url}")]
+    Unreachable {
+        /// Where the push went.
+        url: Url,
+        /// What the HTTP client saw.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The whole push took longer than `METRICS_PUSH_TIMEOUT`.
+    #[error(
+        "the Pushgateway at {url} did not answer within {after:?}; check METRICS_PUSHGATEWAY_URL or raise METRICS_PUSH_TIMEOUT"
+    )]
+    Timeout {
+        /// Where the push went.
+        url: Url,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The Pushgateway (or a proxy in front of it) refused the push.
+    #[error("the Pushgateway at {url} answered {status}: {text}")]
+    Refused {
+        /// Where the push went.
+        url: Url,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The start of the answer's body.
+        text: String,
+    },
+}
+
+/// Pushes [`Metrics`] to one Pushgateway.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    config: Config,
+    http: reqwest::Client,
+}
+
+impl Pusher {
+    /// A pusher with the configured trust and timeout.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `METRICS_CACERT` if it holds no usable certificate.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vault-backup/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ConfigError::new(
+                    "METRICS_CACERT",
+                    format!("holds no usable PEM certificate: {e}"),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(ConfigError::new(
+                    "METRICS_CACERT",
+                    "holds no PEM certificate",
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| {
+            ConfigError::new("METRICS_CACERT", format!("cannot build a TLS client: {e}"))
+        })?;
+        Ok(Self { config, http })
+    }
+
+    /// [`Config::from_env`] then [`Pusher::new`]: `Ok(None)` when no Pushgateway is configured.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the variable at fault.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Config::from_env()?.map(Self::new).transpose()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Pushes once with `POST`, bounded by the timeout; the error says why it did not land.
+    ///
+    /// # Errors
+    /// A [`PushError`] if the Pushgateway cannot be reached, refuses or is too slow.
+    pub async fn try_push(&self, step: &str, metrics: &Metrics) -> Result<(), PushError> {
+        let url = self.config.group_url(step);
+        let after = self.config.timeout;
+        match tokio::time::timeout(after, self.post(&url, metrics.render())).await {
+            Ok(result) => result,
+            Err(_) => Err(PushError::Timeout { url, after }),
+        }
+    }
+
+    async fn post(&self, url: &Url, body: String) -> Result<(), PushError> {
+        let mut request = self
+            .http
+            .post(url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(body);
+        request = match &self.config.auth {
+            Some(Auth::Basic { user, password }) => {
+                request.basic_auth(user, Some(password.expose()))
+            }
+            Some(Auth::Bearer(token)) => request.bearer_auth(token.expose()),
+            None => request,
+        };
+        let unreachable = |source: reqwest::Error| {
+            if source.is_timeout() {
+                PushError::Timeout {
+                    url: url.clone(),
+                    after: self.config.timeout,
+                }
+            } else {
+                PushError::Unreachable {
+                    url: url.clone(),
+                    source: source.without_url(),
+                }
+            }
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let mut text: String = text.trim().chars().take(300).collect();
+        if text.is_empty() {
+            text = "(no error text)".into();
+        }
+        Err(PushError::Refused {
+            url: url.clone(),
+            status,
+            text,
+        })
+    }
+
+    /// Pushes `metrics` for `step`, best effort: success logs one `info` line, any failure one
+    /// `warn` line, and either way the caller carries on with its own outcome. Takes at most the
+    /// configured timeout. Returns whether the push landed.
+    pub async fn push(&self, step: &str, metrics: &Metrics) -> bool {
+        match self.try_push(step, metrics).await {
+            Ok(()) => {
+                tracing::info!(
+                    pushgateway = %self.config.url,
+                    step,
+                    series = metrics.len(),
+                    "metrics pushed"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    pushgateway = %self.config.url,
+                    step,
+                    "metrics not pushed; the step's outcome is unchanged: {}",
+                    crate::exit::one_line(&e)
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Pushes when a Pushgateway is configured, else does nothing: the one call a step makes at
+/// the end of its run. See [`Pusher::push`].
+pub async fn push(pusher: Option<&Pusher>, step: &str, metrics: &Metrics) -> bool {
+    match pusher {
+        Some(p) => p.push(step, metrics).await,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn raw(url: Option<&str>) -> RawConfig {
+        RawConfig {
+            metrics_pushgateway_url: url.map(str::to_owned),
+            ..RawConfig::default()
+        }
+    }
+
+    fn config(url: &str) -> Config {
+        Config::try_from(raw(Some(url))).unwrap().unwrap()
+    }
+
+    #[test]
+    fn unset_url_means_no_push() {
+        assert_eq!(Config::try_from(raw(None)).unwrap(), None);
+        let vars = [("METRICS_TASK".to_owned(), "t".to_owned())];
+        let raw: RawConfig = env::from_iter(vars).unwrap();
+        assert_eq!(Config::try_from(raw).unwrap(), None);
+    }
+
+    #[test]
+    fn credentials_without_a_url_are_refused() {
+        let mut r = raw(None);
+        r.metrics_bearer_token_file = Some("/t".into());
+        let err = Config::try_from(r).unwrap_err();
+        assert_eq!(err.variable, "METRICS_PUSHGATEWAY_URL");
+        assert!(err.message.contains("METRICS_BEARER_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config("http://pg:9091");
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.job, "vault-backup");
+        assert_eq!(c.task, "vault-backup");
+        assert_eq!(c.auth, None);
+        assert_eq!(c.ca_pem, None);
+    }
+
+    #[rstest]
+    #[case("pushgateway:9091", "expected an http")]
+    #[case("ftp://pg", "expected an http")]
+    #[case("not a url", "expected a URL")]
+    #[case("http://pg:9091/?x=1", "without a query")]
+    #[case("https://admin:hunter2@pg", "must not carry credentials")]
+    fn bad_urls_name_the_variable_and_never_echo_a_password(#[case] url: &str, #[case] want: &str) {
+        let err = Config::try_from(raw(Some(url))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("METRICS_PUSHGATEWAY_URL: "), "{text}");
+        assert!(text.contains(want), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn bad_timeout_is_named() {
+        let mut r = raw(Some("http://pg"));
+        r.metrics_push_timeout = Some("soon".into());
+        assert_eq!(
+            Config::try_from(r).unwrap_err().variable,
+            "METRICS_PUSH_TIMEOUT"
+        );
+    }
+
+    #[test]
+    fn basic_auth_file_is_user_colon_password_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("auth");
+        std::fs::write(&p, "backup:pa:ss\n").unwrap();
+        let mut r = raw(Some("https://pg"));
+        r.metrics_basic_auth_file = Some(p.display().to_string());
+        let c = Config::try_from(r).unwrap().unwrap();
+        assert_eq!(
+            c.auth,
+            Some(Auth::Basic {
+                user: "backup".into(),
+                password: Secret::new("pa:ss")
+            })
+        );
+        assert!(!format!("{c:?}").contains("pa:ss"));
+
+        std::fs::write(&p, "no-colon-here\n").unwrap();
+        let mut r = raw(Some("https://pg"));
+        r.metrics_basic_auth_file = Some(p.display().to_string());
+        let err = Config::try_from(r).unwrap_err();
+        assert_eq!(err.variable, "METRICS_BASIC_AUTH_FILE");
+        assert!(!err.to_string().contains("no-colon-here"), "{err}");
+    }
+
+    #[test]
+    fn one_kind_of_credential_only() {
+        let mut r = raw(Some("https://pg"));
+        r.metrics_basic_auth_file = Some("/a".into());
+        r.metrics_bearer_token_file = Some("/b".into());
+        let err = Config::try_from(r).unwrap_err();
+        assert!(err.message.contains("only one"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_or_useless_ca_is_named() {
+        let mut r = raw(Some("https://pg"));
+        r.metrics_cacert = Some("/nonexistent.pem".into());
+        let err = Config::try_from(r).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("METRICS_CACERT: cannot read /nonexistent.pem"),
+            "{err}"
+        );
+
+        let mut c = config("https://pg");
+        c.ca_pem = Some(b"not a certificate".to_vec());
+        let err = Pusher::new(c).unwrap_err();
+        assert_eq!(err.variable, "METRICS_CACERT");
+    }
+
+    #[rstest]
+    #[case(
+        "http://pg:9091",
+        "vault-backup",
+        "vault-snapshot",
+        "http://pg:9091/metrics/job/vault-backup/task/vault-backup/step/vault-snapshot"
+    )]
+    // A proxy path prefix is kept, with or without a trailing slash.
+    #[case(
+        "https://proxy/pushgateway/",
+        "nightly",
+        "snapshot-sync",
+        "https://proxy/pushgateway/metrics/job/vault-backup/task/nightly/step/snapshot-sync"
+    )]
+    // '/' would add a path segment: base64, URL-safe alphabet.
+    #[case(
+        "http://pg",
+        "team/backup",
+        "s",
+        "http://pg/metrics/job/vault-backup/task@base64/dGVhbS9iYWNrdXA=/step/s"
+    )]
+    #[case(
+        "http://pg",
+        "a b?",
+        "s",
+        "http://pg/metrics/job/vault-backup/task@base64/YSBiPw==/step/s"
+    )]
+    #[case(
+        "http://pg",
+        "..",
+        "s",
+        "http://pg/metrics/job/vault-backup/task@base64/Li4=/step/s"
+    )]
+    #[case(
+        "http://pg",
+        "",
+        "s",
+        "http://pg/metrics/job/vault-backup/task@base64/=/step/s"
+    )]
+    fn grouping_paths(
+        #[case] base: &str,
+        #[case] task: &str,
+        #[case] step: &str,
+        #[case] want: &str,
+    ) {
+        let mut c = config(base);
+        c.task = task.to_owned();
+        assert_eq!(c.group_url(step).as_str(), want);
+    }
+
+    #[test]
+    fn url_safe_alphabet_for_values_that_need_it() {
+        // "??>" encodes to "Pz8+" in the standard alphabet; the path form needs '-' and '_'.
+        assert_eq!(grouping_segment("task", "??>"), "task@base64/Pz8-");
+    }
+
+    #[test]
+    fn renders_families_together_with_help_and_type() {
+        let mut m = Metrics::new();
+        m.set_with(STORE_SNAPSHOTS, &["s3"], 7.0)
+            .set(SNAPSHOT_BYTES, 1024.0)
+            .set_with(STORE_SNAPSHOTS, &["dir"], 3.0)
+            .set_with(STORE_SNAPSHOTS, &["s3"], 8.0);
+        assert_eq!(
+            m.render(),
+            "# HELP vault_backup_store_snapshots Complete snapshots the store holds after retention\n\
+             # TYPE vault_backup_store_snapshots gauge\n\
+             vault_backup_store_snapshots{store=\"s3\"} 8\n\
+             vault_backup_store_snapshots{store=\"dir\"} 3\n\
+             # HELP vault_backup_snapshot_bytes Size in bytes of the last snapshot saved\n\
+             # TYPE vault_backup_snapshot_bytes gauge\n\
+             vault_backup_snapshot_bytes 1024\n"
+        );
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn wrong_number_of_labels_is_ignored() {
+        let mut m = Metrics::new();
+        m.set(STORE_SNAPSHOTS, 1.0)
+            .set_with(SNAPSHOT_BYTES, &["x"], 1.0);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_help("x\\y\nz"), "x\\\\y\\nz");
+        let mut m = Metrics::new();
+        m.set_with(STORE_DELETED_BYTES, &["we\"ird\n"], 0.0);
+        assert!(
+            m.render()
+                .contains("vault_backup_store_deleted_bytes{store=\"we\\\"ird\\n\"} 0\n")
+        );
+    }
+
+    #[rstest]
+    #[case(1_732_412_345.5, "1732412345.5")]
+    #[case(1e21, "1000000000000000000000")]
+    #[case(0.0, "0")]
+    #[case(f64::NAN, "NaN")]
+    #[case(f64::INFINITY, "+Inf")]
+    #[case(f64::NEG_INFINITY, "-Inf")]
+    fn values(#[case] v: f64, #[case] want: &str) {
+        assert_eq!(format_value(v), want);
+    }
+
+    #[test]
+    fn outcome_sets_one_timestamp_and_always_duration_and_exit_code() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let mut ok = Metrics::new();
+        ok.outcome(0, Duration::from_millis(1500), at);
+        let text = ok.render();
+        assert!(text.contains("vault_backup_last_success_timestamp_seconds 1700000000.25\n"));
+        assert!(!text.contains("last_failure"));
+        assert!(text.contains("vault_backup_duration_seconds 1.5\n"));
+        assert!(text.contains("vault_backup_last_run_exit_code 0\n"));
+
+        let mut failed = Metrics::new();
+        failed.outcome(2, Duration::from_secs(3), at);
+        let text = failed.render();
+        assert!(text.contains("vault_backup_last_failure_timestamp_seconds 1700000000.25\n"));
+        assert!(!text.contains("last_success"));
+        assert!(text.contains("vault_backup_last_run_exit_code 2\n"));
+    }
+
+    /// The labels the Pushgateway sets from the grouping key (and `instance`, which it adds
+    /// empty): a pushed series must not carry them itself.
+    const GROUPING_LABELS: [&str; 4] = ["job", "task", "step", "instance"];
+
+    #[test]
+    fn catalogue_names_and_labels_are_valid_and_unique() {
+        let valid = |s: &str| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        for (i, g) in ALL.iter().enumerate() {
+            assert!(
+                valid(g.name) && g.name.starts_with("vault_backup_"),
+                "{}",
+                g.name
+            );
+            assert!(
+                !g.help.contains('\n') && !g.help.ends_with('.'),
+                "{}",
+                g.name
+            );
+            for l in g.labels {
+                assert!(valid(l) && !l.starts_with("__"), "{}: {l}", g.name);
+                assert!(!GROUPING_LABELS.contains(l), "{}: {l}", g.name);
+            }
+            assert!(
+                ALL[i + 1..].iter().all(|o| o.name != g.name),
+                "{} twice",
+                g.name
+            );
+        }
+    }
+
+    #[test]
+    fn variables_are_the_documented_names() {
+        assert_eq!(
+            Config::variables(),
+            [
+                "METRICS_PUSHGATEWAY_URL",
+                "METRICS_PUSH_TIMEOUT",
+                "METRICS_JOB",
+                "METRICS_TASK",
+                "METRICS_BASIC_AUTH_FILE",
+                "METRICS_BEARER_TOKEN_FILE",
+                "METRICS_CACERT"
+            ]
+        );
+    }
+}
