@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub bucket_port: Option<String>,
     pub bucket_name: Option<String>,
     pub bucket_region: Option<String>,
+    pub bucket_subregion: Option<String>,
+    pub bucket_ssl: Option<String>,
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
     pub s3_endpoint: Option<String>,
@@ -208,6 +210,8 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
             ("BUCKET_HOST", &raw.bucket_host),
             ("BUCKET_PORT", &raw.bucket_port),
             ("BUCKET_REGION", &raw.bucket_region),
+            ("BUCKET_SUBREGION", &raw.bucket_subregion),
+            ("BUCKET_SSL", &raw.bucket_ssl),
             ("S3_ENDPOINT", &raw.s3_endpoint),
             ("S3_PREFIX", &raw.s3_prefix),
             ("S3_TLS", &raw.s3_tls),
@@ -221,12 +225,12 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
         }
         return Ok(None);
     };
-    let tls = cfg::parse_bool("S3_TLS", raw.s3_tls.as_deref(), true)?;
+    let tls = s3_tls(raw)?;
     let (endpoint, endpoint_variable) = s3_endpoint(raw, tls)?;
     if !tls && raw.s3_cacert.is_some() {
         return Err(ConfigError::new(
             "S3_CACERT",
-            "is set but S3_TLS is false; a CA bundle only applies to https",
+            "is set but TLS is off (S3_TLS or BUCKET_SSL is false); a CA bundle only applies to https",
         ));
     }
     let access_key_id = trimmed(&raw.aws_access_key_id).ok_or_else(|| {
@@ -271,6 +275,36 @@ fn s3_config(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
     }))
 }
 
+/// Whether to use https: `S3_TLS` if set, else the bucket claim's `BUCKET_SSL`, else true. Both
+/// set and different is a contradiction worth stopping for rather than guessing.
+///
+/// `BUCKET_SUBREGION`, which lib-bucket-provisioner writes beside `BUCKET_REGION`, is read and
+/// deliberately not used: requests are signed for `BUCKET_REGION`, and no S3 endpoint takes a
+/// subregion in addressing or signing.
+fn s3_tls(raw: &RawConfig) -> Result<bool, ConfigError> {
+    let explicit = raw
+        .s3_tls
+        .as_deref()
+        .map(|v| cfg::parse_bool("S3_TLS", Some(v), true))
+        .transpose()?;
+    let claim = raw
+        .bucket_ssl
+        .as_deref()
+        .map(|v| cfg::parse_bool("BUCKET_SSL", Some(v), true))
+        .transpose()?;
+    match (explicit, claim) {
+        (Some(tls), Some(ssl)) if tls != ssl => Err(ConfigError::new(
+            "BUCKET_SSL, S3_TLS",
+            format!(
+                "the bucket claim says BUCKET_SSL={ssl} but S3_TLS={tls}; drop S3_TLS to follow the claim, or set it to agree"
+            ),
+        )),
+        (Some(tls), _) => Ok(tls),
+        (None, Some(ssl)) => Ok(ssl),
+        (None, None) => Ok(true),
+    }
+}
+
 /// Reads `S3_CACERT` and checks that it parses as one or more PEM certificates, so that a bad
 /// bundle stops the step here rather than after the snapshot was hashed.
 fn ca_bundle(path: &str) -> Result<Vec<u8>, ConfigError> {
@@ -294,7 +328,7 @@ fn ca_bundle(path: &str) -> Result<Vec<u8>, ConfigError> {
 /// came from; `None` for AWS itself.
 fn s3_endpoint(raw: &RawConfig, tls: bool) -> Result<(Option<String>, &'static str), ConfigError> {
     let trimmed = |v: &Option<String>| v.as_deref().map(str::trim).map(str::to_owned);
-    let tls_set = raw.s3_tls.is_some();
+    let tls_set = raw.s3_tls.is_some() || raw.bucket_ssl.is_some();
     let scheme = if tls { "https" } else { "http" };
     let endpoint = match (trimmed(&raw.bucket_host), trimmed(&raw.s3_endpoint)) {
         (Some(_), Some(_)) => {
@@ -398,6 +432,10 @@ mod tests {
     #[case::obc_default_https(&[], Some("https://rook-ceph-rgw.rook-ceph.svc"))]
     #[case::obc_port(&[("BUCKET_PORT", "8443")], Some("https://rook-ceph-rgw.rook-ceph.svc:8443"))]
     #[case::obc_plain_http(&[("BUCKET_PORT", "80"), ("S3_TLS", "false")], Some("http://rook-ceph-rgw.rook-ceph.svc:80"))]
+    #[case::obc_ssl_false(&[("BUCKET_PORT", "80"), ("BUCKET_SSL", "false")], Some("http://rook-ceph-rgw.rook-ceph.svc:80"))]
+    #[case::obc_ssl_true(&[("BUCKET_PORT", "443"), ("BUCKET_SSL", "true")], Some("https://rook-ceph-rgw.rook-ceph.svc:443"))]
+    #[case::obc_agreeing(&[("BUCKET_SSL", "false"), ("S3_TLS", "false")], Some("http://rook-ceph-rgw.rook-ceph.svc"))]
+    #[case::obc_subregion_accepted(&[("BUCKET_SUBREGION", "zone-a")], Some("https://rook-ceph-rgw.rook-ceph.svc"))]
     fn obc_endpoints(#[case] extra: &[(&str, &str)], #[case] want: Option<&str>) {
         let ws = tempfile::tempdir().unwrap();
         let mut pairs = obc();
@@ -480,5 +518,20 @@ mod tests {
         assert_eq!(c.retention.monthly, Some(12));
         assert!(c.dry_run);
         assert!(c.s3.is_none());
+    }
+
+    #[rstest]
+    #[case(&[("BUCKET_SSL", "false"), ("S3_TLS", "true")], "BUCKET_SSL, S3_TLS")]
+    #[case(&[("BUCKET_SSL", "true"), ("S3_TLS", "false")], "BUCKET_SSL, S3_TLS")]
+    #[case(&[("BUCKET_SSL", "sometimes")], "BUCKET_SSL")]
+    fn a_contradicting_or_bad_bucket_ssl_is_refused(
+        #[case] extra: &[(&str, &str)],
+        #[case] variable: &str,
+    ) {
+        let ws = tempfile::tempdir().unwrap();
+        let mut pairs = obc();
+        pairs.extend_from_slice(extra);
+        let err = Config::try_from(raw(ws.path(), &pairs)).unwrap_err();
+        assert_eq!(err.variable, variable, "{err}");
     }
 }

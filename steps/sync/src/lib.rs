@@ -47,11 +47,14 @@ retention per store. Configuration comes from the environment:
 
   S3 store (ObjectBucketClaim, mounted with envFrom):
   BUCKET_HOST, BUCKET_PORT, BUCKET_NAME, BUCKET_REGION (default us-east-1)
+  BUCKET_SSL              the claim's TLS flag: http when false (default true)
+  BUCKET_SUBREGION        accepted and not used (requests are signed for BUCKET_REGION)
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
   or plainly: S3_ENDPOINT (URL or host[:port]), S3_BUCKET
   S3_PREFIX               key prefix inside the bucket (default none)
-  S3_TLS                  https unless false (default true)
-  S3_CACERT               PEM bundle to trust for the endpoint
+  S3_TLS                  https unless false (default BUCKET_SSL, else true;
+                          contradicting BUCKET_SSL is an error)
+  S3_CACERT               PEM bundle to trust for the endpoint (checked at start)
 
   Directory store:
   BACKUP_DIR              an existing directory (a PVC workspace)

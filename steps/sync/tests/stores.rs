@@ -356,6 +356,10 @@ fn a_named_snapshot_without_its_checksum_is_an_error() {
     &[("SNAPSHOT_DIR", "{ws}"), ("S3_BUCKET", "b1"), ("S3_ENDPOINT", "127.0.0.1:1"), ("S3_TLS", "maybe"),
       ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "topsecret-value")],
     "S3_TLS: expected true or false")]
+#[case::bucket_ssl_contradicts_s3_tls(
+    &[("SNAPSHOT_DIR", "{ws}"), ("BUCKET_HOST", "127.0.0.1"), ("BUCKET_PORT", "8333"), ("BUCKET_NAME", "b1"),
+      ("BUCKET_SSL", "false"), ("S3_TLS", "true"), ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "topsecret-value")],
+    "BUCKET_SSL, S3_TLS: the bucket claim says BUCKET_SSL=false but S3_TLS=true")]
 #[case::bad_count(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("RETAIN_LAST", "ten")], "RETAIN_LAST: expected a whole number")]
 #[case::zero_count(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("RETAIN_DAILY", "0")], "RETAIN_DAILY: expected a whole number from 1")]
 #[case::prefix_without_bucket(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("S3_PREFIX", "x")], "S3_PREFIX: is set but no bucket is")]
@@ -545,5 +549,53 @@ fn seaweedfs_states_a_composite_checksum_and_it_is_compared() {
         String::from_utf8_lossy(&out.stdout).contains(&want),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_bucket_claim_with_bucket_ssl_false_uploads_over_plain_http() {
+    let s3 = SeaweedFs::start("backups");
+    let ws = tempfile::tempdir().unwrap();
+    let a = write_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 1 << 20);
+    // The claim's ConfigMap and Secret as lib-bucket-provisioner writes them (BUCKET_SUBREGION
+    // is written even when empty), mounted with envFrom; no S3_TLS.
+    let env: BTreeMap<String, String> = [
+        ("SNAPSHOT_DIR", s(ws.path())),
+        ("BUCKET_HOST", "127.0.0.1".to_owned()),
+        ("BUCKET_PORT", s3.port().to_string()),
+        ("BUCKET_NAME", s3.bucket().to_owned()),
+        ("BUCKET_REGION", s3.region().to_owned()),
+        ("BUCKET_SUBREGION", String::new()),
+        ("BUCKET_SSL", "false".to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("location=s3://backups/{}", a.snap_file())),
+        "{stderr}"
+    );
+    let mut want = a.files_in_write_order().to_vec();
+    want.sort();
+    assert_eq!(s3.keys(""), want);
+    let dl = tempfile::tempdir().unwrap();
+    for f in [a.snap_file(), a.sha256_file()] {
+        s3.download(&f, &dl.path().join(&f));
+    }
+    sha256sum_check(dl.path(), &a.sha256_file());
+
+    // Without BUCKET_SSL the claim defaults to TLS, which the plain-HTTP server cannot speak.
+    let mut tls_env = env.clone();
+    tls_env.remove("BUCKET_SSL");
+    let (code, stderr) = run_binary(&tls_env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("https://127.0.0.1:{}", s3.port()))
+            || stderr.contains("1 of 1 stores failed: s3"),
+        "{stderr}"
     );
 }
