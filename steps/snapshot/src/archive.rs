@@ -8,9 +8,9 @@
 //! trailer's CRC must match. Nothing is held in memory but the two small text members.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -78,14 +78,16 @@ struct Meta {
 }
 
 /// Reads a whole snapshot archive from `input` and checks it. `input` is read to its end even
-/// after the tar's end marker, so a caller teeing the stream sees every byte.
+/// after the tar's end marker, so a caller teeing the stream sees every byte. It is a
+/// [`BufRead`] so that the gzip decoder reads the caller's buffers in place, without a copy.
 ///
 /// # Errors
 /// An [`ArchiveError`] saying what is wrong with the archive.
-pub fn verify(input: impl Read) -> Result<ArchiveInfo, ArchiveError> {
+pub fn verify(input: impl BufRead) -> Result<ArchiveInfo, ArchiveError> {
     let mut archive = tar::Archive::new(GzDecoder::new(input));
     let mut digests: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut buf = vec![0u8; 256 << 10];
     for entry in archive.entries().map_err(ArchiveError::Malformed)? {
         let mut entry = entry.map_err(ArchiveError::Malformed)?;
         let name = entry
@@ -102,7 +104,6 @@ pub fn verify(input: impl Read) -> Result<ArchiveInfo, ArchiveError> {
         }
         let mut hasher = Sha256::new();
         let mut kept = Vec::new();
-        let mut buf = vec![0u8; 64 << 10];
         let mut len = 0u64;
         loop {
             let n = entry.read(&mut buf).map_err(ArchiveError::Malformed)?;
