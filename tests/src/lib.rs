@@ -19,6 +19,7 @@ pub mod e2e;
 pub mod kube_standin;
 pub mod openbao;
 pub mod process;
+pub mod pushgateway;
 pub mod runner;
 pub mod seaweed;
 pub mod venv;

@@ -1,0 +1,253 @@
+//! The metrics push against a real Pushgateway: what lands, what a failure leaves in place, and
+//! what an unreachable or hung Pushgateway costs (at most the timeout and one warning).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing_subscriber::fmt::MakeWriter;
+use vault_backup_common::Secret;
+use vault_backup_common::metrics::{
+    self, Auth, Config, LAST_FAILURE, LAST_RUN_EXIT_CODE, LAST_SUCCESS, Metrics, Pusher,
+    SNAPSHOT_BYTES, SNAPSHOT_RAFT_INDEX, STORE_LAST_SUCCESS, STORE_SNAPSHOTS, unix_seconds,
+};
+use vault_backup_testbed::pushgateway::Pushgateway;
+
+/// Log lines written while the guard lives (this thread only: the tests run on tokio's
+/// current-thread runtime, so the push logs here).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let c = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(c.clone())
+            .with_ansi(false)
+            .finish();
+        (c, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn config(url: &str, timeout: Duration) -> Config {
+    let mut c = Config::try_from(metrics::RawConfig {
+        metrics_pushgateway_url: Some(url.to_owned()),
+        ..metrics::RawConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    c.timeout = timeout;
+    c
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-3
+}
+
+#[tokio::test]
+async fn a_failure_keeps_the_earlier_success_and_is_newer() {
+    let pg = Pushgateway::start();
+    let pusher = Pusher::new(config(&pg.url(), Duration::from_secs(5))).unwrap();
+    let before = unix_seconds(SystemTime::now());
+
+    let t1 = SystemTime::now();
+    let mut ok = Metrics::new();
+    ok.outcome(0, Duration::from_millis(1250), t1)
+        .set(SNAPSHOT_BYTES, 4096.0)
+        .set(SNAPSHOT_RAFT_INDEX, 42.0);
+    assert!(pusher.push("vault-snapshot", &ok).await, "{}", pg.log());
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t2 = SystemTime::now();
+    let mut failed = Metrics::new();
+    failed.outcome(1, Duration::from_millis(500), t2);
+    assert!(pusher.push("vault-snapshot", &failed).await, "{}", pg.log());
+    let after = unix_seconds(SystemTime::now());
+
+    let v = |name| pg.value(name, "vault-snapshot").unwrap_or(f64::NAN);
+    let success = v(LAST_SUCCESS.name);
+    let failure = v(LAST_FAILURE.name);
+    assert!(close(success, unix_seconds(t1)), "last success {success}");
+    assert!(close(failure, unix_seconds(t2)), "last failure {failure}");
+    assert!(
+        failure > success,
+        "failure {failure} not newer than success {success}"
+    );
+    assert!(
+        before <= success && failure <= after,
+        "timestamps outside the run"
+    );
+    // The failed run's own values replaced the success's; what it did not push stays.
+    assert!(close(v("vault_backup_duration_seconds"), 0.5));
+    assert!(close(v(LAST_RUN_EXIT_CODE.name), 1.0));
+    assert!(close(v(SNAPSHOT_BYTES.name), 4096.0));
+    assert!(close(v(SNAPSHOT_RAFT_INDEX.name), 42.0));
+
+    // Every series carries the grouping labels.
+    for s in pg.metrics("vault_backup_") {
+        assert_eq!(
+            (s.label("job"), s.label("task"), s.label("step")),
+            ("vault-backup", "vault-backup", "vault-snapshot"),
+            "{s:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_task_step_and_store_has_its_own_series() {
+    let pg = Pushgateway::start();
+    let url = pg.url();
+    let backup = Pusher::new(config(&url, Duration::from_secs(5))).unwrap();
+    let mut drill_config = config(&url, Duration::from_secs(5));
+    // A '/' goes in the base64 path form; the real server must decode it to the same name.
+    drill_config.task = "drills/vault restore".into();
+    let drill = Pusher::new(drill_config).unwrap();
+    let now = SystemTime::now();
+
+    let mut sync = Metrics::new();
+    sync.outcome(0, Duration::from_secs(2), now)
+        .set_time(STORE_LAST_SUCCESS, &["s3"], now)
+        .set_time(STORE_LAST_SUCCESS, &["dir"], now)
+        .set_with(STORE_SNAPSHOTS, &["s3"], 7.0)
+        .set_with(STORE_SNAPSHOTS, &["dir"], 3.0);
+    assert!(backup.push("snapshot-sync", &sync).await);
+    let mut snap = Metrics::new();
+    snap.outcome(0, Duration::from_secs(1), now);
+    assert!(backup.push("vault-snapshot", &snap).await);
+    let mut failed_drill = Metrics::new();
+    failed_drill.outcome(1, Duration::from_secs(9), now);
+    assert!(drill.push("vault-restore", &failed_drill).await);
+
+    let all = pg.metrics("vault_backup_");
+    let find = |name: &str, task: &str, step: &str, store: &str| {
+        all.iter()
+            .filter(|s| {
+                s.name == name
+                    && s.label("task") == task
+                    && s.label("step") == step
+                    && s.label("store") == store
+            })
+            .count()
+    };
+    assert_eq!(
+        find(LAST_SUCCESS.name, "vault-backup", "snapshot-sync", ""),
+        1
+    );
+    assert_eq!(
+        find(LAST_SUCCESS.name, "vault-backup", "vault-snapshot", ""),
+        1
+    );
+    assert_eq!(
+        find(
+            STORE_LAST_SUCCESS.name,
+            "vault-backup",
+            "snapshot-sync",
+            "s3"
+        ),
+        1
+    );
+    assert_eq!(
+        find(
+            STORE_LAST_SUCCESS.name,
+            "vault-backup",
+            "snapshot-sync",
+            "dir"
+        ),
+        1
+    );
+    assert_eq!(
+        find(
+            LAST_FAILURE.name,
+            "drills/vault restore",
+            "vault-restore",
+            ""
+        ),
+        1
+    );
+    // The drill's failure touched no backup series.
+    assert_eq!(
+        find(LAST_FAILURE.name, "vault-backup", "snapshot-sync", ""),
+        0
+    );
+    let snapshots: Vec<(String, f64)> = all
+        .iter()
+        .filter(|s| s.name == STORE_SNAPSHOTS.name)
+        .map(|s| (s.label("store").to_owned(), s.value))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    assert!(snapshots.contains(&("s3".into(), 7.0)) && snapshots.contains(&("dir".into(), 3.0)));
+}
+
+#[tokio::test]
+async fn pushgateway_down_costs_one_warning_and_no_wait() {
+    let mut pg = Pushgateway::start();
+    let url = pg.url();
+    pg.stop();
+    let mut c = config(&url, Duration::from_secs(3));
+    c.auth = Some(Auth::Bearer(Secret::new("s.top-secret-token")));
+    let pusher = Pusher::new(c).unwrap();
+    let mut m = Metrics::new();
+    m.outcome(0, Duration::from_secs(1), SystemTime::now());
+
+    let (log, _guard) = Captured::start();
+    let started = Instant::now();
+    assert!(!pusher.push("vault-snapshot", &m).await);
+    let took = started.elapsed();
+    let text = log.text();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("WARN") && text.contains("metrics not pushed"),
+        "{text}"
+    );
+    assert!(text.contains("cannot reach the Pushgateway"), "{text}");
+    assert!(!text.contains("top-secret"), "{text}");
+    // No Pushgateway configured: nothing at all, not even a line.
+    assert!(!metrics::push(None, "vault-snapshot", &m).await);
+    assert_eq!(log.text().lines().count(), 1);
+}
+
+/// A Pushgateway that accepts the connection and never answers (hung, or a proxy waiting on a
+/// dead backend). A real Pushgateway always answers, so a listener that never accepts stands in:
+/// the kernel completes the TCP handshake and no byte ever comes back.
+#[tokio::test]
+async fn a_pushgateway_that_never_answers_is_bounded_by_the_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let timeout = Duration::from_millis(1500);
+    let pusher = Pusher::new(config(&url, timeout)).unwrap();
+    let mut m = Metrics::new();
+    m.outcome(1, Duration::from_secs(1), SystemTime::now());
+
+    let (log, _guard) = Captured::start();
+    let started = Instant::now();
+    assert!(!pusher.push("snapshot-sync", &m).await);
+    let took = started.elapsed();
+    assert!(took >= timeout, "gave up early: {took:?}");
+    assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
+    let text = log.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("did not answer within 1.5s"), "{text}");
+    drop(silent);
+}
