@@ -36,7 +36,8 @@ $(VENV)/.installed: Makefile
 .PHONY: apt-tools
 apt-tools:
 	@missing=""; \
-	for t in openssl:openssl sha256sum:coreutils musl-gcc:musl-tools buildah:buildah umoci:umoci file:file; do \
+	for t in openssl:openssl sha256sum:coreutils musl-gcc:musl-tools buildah:buildah umoci:umoci file:file \
+	         prometheus-pushgateway:prometheus-pushgateway promtool:prometheus; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -45,7 +46,7 @@ apt-tools:
 	fi
 
 .PHONY: testbed
-testbed: $(VENV)/.installed apt-tools ## install the test servers (OpenBao, SeaweedFS) and tools
+testbed: $(VENV)/.installed apt-tools ## install the test servers (OpenBao, SeaweedFS, Pushgateway) and tools
 
 # --- build -----------------------------------------------------------------------------------
 
@@ -107,12 +108,13 @@ $(NPM_DIR)/.installed: Makefile
 lint: $(VENV)/.installed $(LINT_VENV)/.installed $(NPM_DIR)/.installed ## cargo fmt/clippy, yamllint, tekton-lint, checkov, kustomize
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(LINT_VENV)/bin/yamllint --strict tekton/ cronjob/
+	$(LINT_VENV)/bin/yamllint --strict tekton/ cronjob/ monitoring/
 	$(NPM_DIR)/node_modules/.bin/tekton-lint 'tekton/*.yaml'
 	$(LINT_VENV)/bin/checkov --config-file .checkov.yaml -d tekton
 	$(LINT_VENV)/bin/checkov --config-file .checkov.yaml -d cronjob
 	kubectl kustomize tekton/ >/dev/null
 	kubectl kustomize cronjob/ >/dev/null
+	kubectl kustomize monitoring/ >/dev/null
 
 .PHONY: bench
 bench: testbed ## sync vs the old sha256sum + aws s3 cp + cp on 512 MB (wall, peak RSS); binary and image sizes
