@@ -251,3 +251,64 @@ async fn a_pushgateway_that_never_answers_is_bounded_by_the_timeout() {
     assert!(text.contains("did not answer within 1.5s"), "{text}");
     drop(silent);
 }
+
+/// The Pushgateway's `POST` replaces a metric with all its series in the group; each store's
+/// series sit in a group of their own, so a run where only one store succeeded leaves the
+/// other store's last success in place (which is what `VaultBackupStoreBehind` compares).
+#[tokio::test]
+async fn a_run_that_reaches_one_store_leaves_the_other_stores_series() {
+    let pg = Pushgateway::start();
+    let pusher = Pusher::new(config(&pg.url(), Duration::from_secs(5))).unwrap();
+    let t1 = SystemTime::now();
+    let mut both = Metrics::new();
+    both.outcome(0, Duration::from_secs(2), t1)
+        .set_time(STORE_LAST_SUCCESS, &["s3"], t1)
+        .set_time(STORE_LAST_SUCCESS, &["dir"], t1)
+        .set_with(STORE_SNAPSHOTS, &["s3"], 7.0)
+        .set_with(STORE_SNAPSHOTS, &["dir"], 3.0);
+    assert!(pusher.push("snapshot-sync", &both).await, "{}", pg.log());
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t2 = SystemTime::now();
+    let mut dir_only = Metrics::new();
+    dir_only
+        .outcome(1, Duration::from_secs(2), t2)
+        .set_time(STORE_LAST_SUCCESS, &["dir"], t2)
+        .set_with(STORE_SNAPSHOTS, &["dir"], 4.0);
+    assert!(
+        pusher.push("snapshot-sync", &dir_only).await,
+        "{}",
+        pg.log()
+    );
+
+    let stores: Vec<(String, String, f64)> = pg
+        .metrics("vault_backup_store_")
+        .into_iter()
+        .map(|s| (s.name.clone(), s.label("store").to_owned(), s.value))
+        .collect();
+    let get = |name: &str, store: &str| {
+        stores
+            .iter()
+            .find(|(n, s, _)| n == name && s == store)
+            .map(|(_, _, v)| *v)
+    };
+    assert_eq!(stores.len(), 4, "{stores:?}");
+    assert!(close(
+        get(STORE_LAST_SUCCESS.name, "s3").unwrap(),
+        unix_seconds(t1)
+    ));
+    assert!(close(
+        get(STORE_LAST_SUCCESS.name, "dir").unwrap(),
+        unix_seconds(t2)
+    ));
+    assert_eq!(get(STORE_SNAPSHOTS.name, "s3"), Some(7.0));
+    assert_eq!(get(STORE_SNAPSHOTS.name, "dir"), Some(4.0));
+    // The series look as if pushed with a store label: same job, task, step as the step's own.
+    for s in pg.metrics("vault_backup_store_") {
+        assert_eq!(
+            (s.label("task"), s.label("step")),
+            ("vault-backup", "snapshot-sync")
+        );
+    }
+    assert!(pg.value(LAST_FAILURE.name, "snapshot-sync").is_some());
+}

@@ -11,6 +11,9 @@
 //!   the backup, the restore drill and each step never overwrite each other's series.
 //! - The push is a `POST`: the Pushgateway replaces only the metrics named in the push, so a
 //!   failed run's `vault_backup_last_failure_timestamp_seconds` leaves the last success in place.
+//!   It replaces a metric with all its series in the group, though, so a gauge with labels of
+//!   its own (`store`) is pushed to a group of its own (`.../step/snapshot-sync/store/s3`): a
+//!   run that pushes only `store="dir"` leaves the `store="s3"` series as they were.
 //! - Pushing is best effort: a Pushgateway that is down, slow or refusing costs at most
 //!   `METRICS_PUSH_TIMEOUT` and one warning line, and never changes the step's exit code.
 //! - Credentials (`METRICS_BASIC_AUTH_FILE`, `METRICS_BEARER_TOKEN_FILE`) live in a
@@ -270,19 +273,21 @@ impl Config {
         }))
     }
 
-    /// Where a step's series are pushed: `<url>/metrics/job/<job>/task/<task>/step/<step>`.
+    /// Where a step's series are pushed: `<url>/metrics/job/<job>/task/<task>/step/<step>`,
+    /// then `/<label>/<value>` for each of `extra` (a gauge's own labels, see [`Metrics`]).
     /// A value that is empty or holds anything but letters, digits, `-`, `_`, `.` and `~` is
     /// sent in the Pushgateway's base64 form (`task@base64/<url-safe base64>`), so a `/` in a
     /// name cannot change the grouping.
     #[must_use]
-    pub fn group_url(&self, step: &str) -> Url {
+    pub fn group_url(&self, step: &str, extra: &[(&str, &str)]) -> Url {
         let mut path = self.url.path().trim_end_matches('/').to_owned();
         path.push_str("/metrics");
-        for (label, value) in [
+        let key = [
             ("job", self.job.as_str()),
             ("task", &self.task),
             ("step", step),
-        ] {
+        ];
+        for (label, value) in key.iter().chain(extra) {
             path.push('/');
             path.push_str(&grouping_segment(label, value));
         }
@@ -362,7 +367,9 @@ fn grouping_segment(label: &str, value: &str) -> String {
 
 /// Gauges to push, rendered in the Prometheus text exposition format (version 0.0.4).
 ///
-/// Setting the same gauge with the same labels again replaces its value.
+/// Setting the same gauge with the same labels again replaces its value. Series are pushed
+/// in groups by their own labels ([`Metrics::groups`]): the unlabelled ones to the step's
+/// group, `store="s3"` ones to the step's group plus `store/s3`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
     samples: Vec<Sample>,
@@ -452,37 +459,63 @@ impl Metrics {
         self.samples.len()
     }
 
+    /// The series split by their own label values, each group rendered without those labels
+    /// (the Pushgateway sets them from the grouping key): what [`Pusher::try_push`] sends, one
+    /// `POST` per group. The unlabelled group comes first.
+    #[must_use]
+    pub fn groups(&self) -> Vec<(Vec<(&'static str, String)>, String)> {
+        let mut keys: Vec<&Vec<(&'static str, String)>> = Vec::new();
+        for s in &self.samples {
+            if !keys.contains(&&s.labels) {
+                keys.push(&s.labels);
+            }
+        }
+        keys.sort_by_key(|k| !k.is_empty());
+        keys.into_iter()
+            .map(|key| {
+                let samples: Vec<&Sample> =
+                    self.samples.iter().filter(|s| &s.labels == key).collect();
+                (key.clone(), render(&samples, false))
+            })
+            .collect()
+    }
+
     /// The text exposition format: each gauge's `# HELP` and `# TYPE` lines, then its series,
     /// one family after the other (the format requires a family's lines to be together).
     #[must_use]
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut done: Vec<&str> = Vec::new();
-        for first in &self.samples {
-            let name = first.gauge.name;
-            if done.contains(&name) {
-                continue;
-            }
-            done.push(name);
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(first.gauge.help));
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for s in self.samples.iter().filter(|s| s.gauge.name == name) {
-                out.push_str(name);
-                if !s.labels.is_empty() {
-                    out.push('{');
-                    for (i, (label, value)) in s.labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{label}=\"{}\"", escape_label_value(value));
-                    }
-                    out.push('}');
-                }
-                let _ = writeln!(out, " {}", format_value(s.value));
-            }
-        }
-        out
+        render(&self.samples.iter().collect::<Vec<_>>(), true)
     }
+}
+
+/// Renders `samples`, with their own labels or without (when the grouping key carries them).
+fn render(samples: &[&Sample], with_labels: bool) -> String {
+    let mut out = String::new();
+    let mut done: Vec<&str> = Vec::new();
+    for first in samples {
+        let name = first.gauge.name;
+        if done.contains(&name) {
+            continue;
+        }
+        done.push(name);
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(first.gauge.help));
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for s in samples.iter().filter(|s| s.gauge.name == name) {
+            out.push_str(name);
+            if with_labels && !s.labels.is_empty() {
+                out.push('{');
+                for (i, (label, value)) in s.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{label}=\"{}\"", escape_label_value(value));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", format_value(s.value));
+        }
+    }
+    out
 }
 
 /// Seconds since the Unix epoch (negative before it, which no clock here will show).
@@ -612,16 +645,28 @@ impl Pusher {
         &self.config
     }
 
-    /// Pushes once with `POST`, bounded by the timeout; the error says why it did not land.
+    /// Pushes with one `POST` per group ([`Metrics::groups`]), all of them together bounded by
+    /// the timeout; the error says why (the first group that) did not land.
     ///
     /// # Errors
     /// A [`PushError`] if the Pushgateway cannot be reached, refuses or is too slow.
     pub async fn try_push(&self, step: &str, metrics: &Metrics) -> Result<(), PushError> {
-        let url = self.config.group_url(step);
         let after = self.config.timeout;
-        match tokio::time::timeout(after, self.post(&url, metrics.render())).await {
+        let all = async {
+            for (labels, body) in metrics.groups() {
+                let extra: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.post(&self.config.group_url(step, &extra), body)
+                    .await?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(after, all).await {
             Ok(result) => result,
-            Err(_) => Err(PushError::Timeout { url, after }),
+            Err(_) => Err(PushError::Timeout {
+                url: self.config.group_url(step, &[]),
+                after,
+            }),
         }
     }
 
@@ -872,7 +917,41 @@ mod tests {
     ) {
         let mut c = config(base);
         c.task = task.to_owned();
-        assert_eq!(c.group_url(step).as_str(), want);
+        assert_eq!(c.group_url(step, &[]).as_str(), want);
+    }
+
+    #[test]
+    fn a_labelled_gauge_goes_to_a_group_of_its_own() {
+        let c = config("http://pg");
+        assert_eq!(
+            c.group_url("snapshot-sync", &[("store", "s3")]).as_str(),
+            "http://pg/metrics/job/vault-backup/task/vault-backup/step/snapshot-sync/store/s3"
+        );
+        let mut m = Metrics::new();
+        m.set_with(STORE_SNAPSHOTS, &["s3"], 7.0)
+            .set_with(STORE_DELETED_BYTES, &["s3"], 10.0)
+            .set_with(STORE_SNAPSHOTS, &["dir"], 3.0)
+            .set(DURATION, 2.0);
+        let groups = m.groups();
+        let keys: Vec<_> = groups.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                vec![],
+                vec![("store", "s3".to_owned())],
+                vec![("store", "dir".to_owned())]
+            ]
+        );
+        assert_eq!(
+            groups[1].1,
+            "# HELP vault_backup_store_snapshots Complete snapshots the store holds after retention\n\
+             # TYPE vault_backup_store_snapshots gauge\n\
+             vault_backup_store_snapshots 7\n\
+             # HELP vault_backup_store_deleted_bytes Bytes retention deleted from the store in the last run\n\
+             # TYPE vault_backup_store_deleted_bytes gauge\n\
+             vault_backup_store_deleted_bytes 10\n"
+        );
+        assert!(groups[0].1.contains("vault_backup_duration_seconds 2\n"));
     }
 
     #[test]
