@@ -108,19 +108,39 @@ $(NPM_DIR)/.installed: Makefile
 lint: $(VENV)/.installed $(LINT_VENV)/.installed $(NPM_DIR)/.installed ## cargo fmt/clippy, yamllint, tekton-lint, checkov, kustomize
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(LINT_VENV)/bin/yamllint --strict tekton/ cronjob/ monitoring/
+	$(LINT_VENV)/bin/yamllint --strict tekton/ cronjob/ openshift/ monitoring/
 	$(NPM_DIR)/node_modules/.bin/tekton-lint 'tekton/*.yaml'
 	$(LINT_VENV)/bin/checkov --config-file .checkov.yaml -d tekton
 	$(LINT_VENV)/bin/checkov --config-file .checkov.yaml -d cronjob
 	kubectl kustomize tekton/ >/dev/null
 	kubectl kustomize cronjob/ >/dev/null
+	kubectl kustomize openshift/ >/dev/null
 	kubectl kustomize monitoring/ >/dev/null
 
+BENCH_SUMMARY := $(CURDIR)/target/bench-summary.txt
+
+.PHONY: bench-tools
+bench-tools: apt-tools
+	@missing=""; \
+	for t in rclone:rclone /usr/bin/time:time curl:curl; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
+	fi
+
 .PHONY: bench
-bench: testbed ## sync vs the old sha256sum + aws s3 cp + cp on 512 MB (wall, peak RSS); binary and image sizes
-	tests/bench/sync_bench.sh 512 3
+bench: testbed bench-tools ## snapshot step vs bao CLI/curl (250 MB, 1 GB), sync vs old pipeline/rclone/curl (512 MB); one table of targets (BENCH_STRICT=1: a miss fails)
+	@mkdir -p $(dir $(BENCH_SUMMARY)) && rm -f $(BENCH_SUMMARY)
+	BENCH_SUMMARY=$(BENCH_SUMMARY) BENCH_STRICT=0 tests/bench/snapshot_bench.sh 250 5
+	@echo
+	BENCH_SUMMARY=$(BENCH_SUMMARY) BENCH_STRICT=0 tests/bench/snapshot_bench.sh 1000 3
+	@echo
+	BENCH_SUMMARY=$(BENCH_SUMMARY) BENCH_STRICT=0 tests/bench/sync_bench.sh 512 3
 	@echo
 	$(MAKE) --no-print-directory image-test
+	@tests/bench/summary.sh $(BENCH_SUMMARY)
 
 .PHONY: demo
 demo: testbed ## run the whole backup job locally: OpenBao cluster, S3, directory, Task via the step runner, restore check
