@@ -27,8 +27,8 @@ fn main() -> ExitCode {
     );
     println!(
         "    S3 endpoint:   {} bucket {}",
-        env.s3.endpoint(),
-        env.s3.bucket()
+        env.s3().endpoint(),
+        env.s3().bucket()
     );
     println!("    PVC stand-in:  {}", env.backups.display());
     println!(
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     );
 
     say(
-        "running tekton/task.yaml as written (steps snapshot, sync, prune), each image mapped to its local binary",
+        "running tekton/task.yaml as written (steps guard, prune, snapshot, sync), each image mapped to its local binary",
     );
     let outcome = match env.run_task(support::known_env(), true) {
         Ok(o) => o,
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     say("where the snapshot landed");
     println!(
         "    s3://{}/prod/{name}.snap (+ .snap.json, .snap.sha256)",
-        env.s3.bucket()
+        env.s3().bucket()
     );
     println!(
         "    {}/{name}.snap (+ .snap.json, .snap.sha256)",
@@ -88,9 +88,14 @@ fn main() -> ExitCode {
     }
     println!("    secret/db password read back from the restored node: OK");
 
-    say("prune");
+    say("guard and prune");
     println!(
-        "    deleted {} old TaskRuns through the API stand-in, kept the newest {PRUNE_KEEP} and the running one",
+        "    guard: {} (no other run of the Task was running)",
+        outcome.results["guard-outcome"]
+    );
+    println!(
+        "    prune: {}: {} old TaskRuns deleted through the API stand-in, the newest {PRUNE_KEEP} and the running one kept",
+        outcome.results["prune-outcome"],
         env.kube.deletions().len()
     );
     say("demo passed; stopping everything it started");

@@ -27,15 +27,57 @@ pub const CLAIM: &str = "vault-backup-bucket";
 pub const OLD_RUNS: usize = 12;
 /// `PRUNE_KEEP` in the demo's config Secret.
 pub const PRUNE_KEEP: usize = 3;
+/// The CA ConfigMap's name (the Task's `caConfigMap` param default).
+pub const CA_CONFIGMAP: &str = "vault-backup-ca";
+
+/// What one local run is made of.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// OpenBao nodes (the run's `VAULT_ADDR` is a standby when there are several).
+    pub nodes: usize,
+    /// Serve OpenBao over TLS with a test CA, given to the Task through its CA ConfigMap.
+    pub tls: bool,
+    /// Start SeaweedFS and give the Task the ObjectBucketClaim's ConfigMap and Secret.
+    pub s3: bool,
+    /// The config Secret: written for the run, or the shipped example.
+    pub config: ConfigSource,
+}
+
+/// Where the run's config Secret comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// Written for the run: a token holding only the shipped policy, S3 prefix `prod/`,
+    /// `RETAIN_LAST=5`, `PRUNE_KEEP=3`; `VAULT_ADDR` as given, else the cluster's.
+    Generated {
+        /// Overrides `VAULT_ADDR` (e.g. a closed port, for a run whose snapshot fails).
+        vault_addr: Option<String>,
+    },
+    /// `tekton/config-secret.example.yaml` as shipped, with only `VAULT_ADDR` pointed at the
+    /// local cluster and its Kubernetes login replaced by a token (there is no service-account
+    /// token file here). Every other key, and the commented-out S3 part, stay as shipped.
+    Example,
+}
+
+impl Default for Setup {
+    /// The demo's run: 3 nodes, no TLS, S3 and a directory, generated config.
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            tls: false,
+            s3: true,
+            config: ConfigSource::Generated { vault_addr: None },
+        }
+    }
+}
 
 /// Every server and directory of one local run.
 #[derive(Debug)]
 pub struct Environment {
     /// The OpenBao cluster being backed up.
     pub cluster: Cluster,
-    /// The S3 store.
-    pub s3: SeaweedFs,
-    /// The Kubernetes API stand-in the prune step talks to.
+    /// The S3 store, when the setup has one.
+    pub s3: Option<SeaweedFs>,
+    /// The Kubernetes API stand-in the guard and prune steps talk to.
     pub kube: KubeStandIn,
     /// The PVC stand-in (`backups` workspace).
     pub backups: PathBuf,
@@ -47,6 +89,8 @@ pub struct Environment {
     pub objects: Vec<PathBuf>,
     /// The TaskRun's name (already in the stand-in, still running).
     pub task_run_name: String,
+    /// The token written into the config Secret (checked absent from logs).
+    pub token: String,
     dir: TempDir,
 }
 
@@ -55,16 +99,108 @@ fn write(path: &Path, text: &str) -> PathBuf {
     path.to_owned()
 }
 
+/// `text` with the line `  KEY: ...` replaced by `with`; panics if there is no such line, so a
+/// change to the example file shows up here.
+fn replace_line(text: &str, key: &str, with: &str) -> String {
+    let prefix = format!("  {key}: ");
+    assert!(
+        text.lines().any(|l| l.starts_with(&prefix)),
+        "config-secret.example.yaml no longer sets {key}; update the test bed"
+    );
+    text.lines()
+        .map(|l| if l.starts_with(&prefix) { with } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// The config Secret's YAML for `setup`.
+fn config_secret_text(setup: &Setup, vault_addr: &str, token: &str) -> String {
+    let cacert = if setup.tls {
+        "  VAULT_CACERT: \"/etc/vault-backup/ca/ca.crt\"\n"
+    } else {
+        ""
+    };
+    // Any S3 setting without a bucket is a configuration error.
+    let s3_prefix = if setup.s3 {
+        "  S3_PREFIX: \"prod/\"\n"
+    } else {
+        ""
+    };
+    match &setup.config {
+        ConfigSource::Generated { vault_addr: addr } => format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-backup-config\ntype: Opaque\nstringData:\n  \
+             VAULT_ADDR: \"{addr}\"\n  VAULT_TOKEN: \"{token}\"\n{cacert}  SNAPSHOT_PREFIX: \"vault\"\n  \
+             SNAPSHOT_RETRIES: \"3\"\n  SNAPSHOT_RETRY_DELAY: \"1s\"\n{s3_prefix}  \
+             RETAIN_LAST: \"5\"\n  PRUNE_KEEP: \"{PRUNE_KEEP}\"\n  PRUNE_DRY_RUN: \"false\"\n",
+            addr = addr.as_deref().unwrap_or(vault_addr),
+        ),
+        ConfigSource::Example => {
+            let shipped = std::fs::read_to_string(
+                venv::workspace_root().join("tekton/config-secret.example.yaml"),
+            )
+            .expect("tekton/config-secret.example.yaml");
+            let text = replace_line(
+                &shipped,
+                "VAULT_ADDR",
+                &format!("  VAULT_ADDR: \"{vault_addr}\""),
+            );
+            let text = replace_line(
+                &text,
+                "VAULT_AUTH_ROLE",
+                &format!("  VAULT_TOKEN: \"{token}\""),
+            );
+            let text = replace_line(&text, "VAULT_AUTH_MOUNT", "");
+            if setup.tls {
+                replace_line(&text, "VAULT_CACERT", cacert.trim_end())
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// [`OLD_RUNS`] finished runs of earlier days, and this run, still running.
+fn seed_taskruns(kube: &KubeStandIn, task_run_name: &str) {
+    let now = Utc::now();
+    for i in 0..OLD_RUNS {
+        let days = i64::try_from(i).expect("small") + 1;
+        let started = now - TimeDelta::days(days);
+        kube.add_taskrun(
+            &TaskRun::new(format!("vault-backup-old-{i:02}"))
+                .task("vault-backup")
+                .created(Some(started))
+                .succeeded(Some(started + TimeDelta::minutes(1))),
+        );
+    }
+    kube.add_taskrun(
+        &TaskRun::new(task_run_name)
+            .task("vault-backup")
+            .created(Some(now))
+            .running(),
+    );
+}
+
 impl Environment {
-    /// Starts everything and writes the config Secret (a token holding only the shipped policy,
-    /// VAULT_ADDR pointing at a standby) and the ObjectBucketClaim's ConfigMap and Secret.
+    /// [`Environment::start_with`] the demo's [`Setup::default`].
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(&Setup::default())
+    }
+
+    /// Starts the servers of `setup` and writes the config Secret, the ObjectBucketClaim's
+    /// ConfigMap and Secret (with S3) and the CA ConfigMap (with TLS). The stand-in holds
+    /// [`OLD_RUNS`] finished runs of earlier days and this run, still running.
+    ///
+    /// # Panics
+    /// If a server does not start.
+    #[must_use]
+    pub fn start_with(setup: &Setup) -> Self {
         let cluster = Cluster::start(
-            3,
+            setup.nodes,
             Options {
+                tls: setup.tls,
                 disable_standby_reads: true,
-                ..Options::default()
             },
         );
         cluster.write_secret(
@@ -76,28 +212,16 @@ impl Environment {
             std::fs::read_to_string(venv::workspace_root().join("tekton/vault-policy.hcl"))
                 .expect("tekton/vault-policy.hcl");
         let token = cluster.token_with_policy("vault-backup", &policy);
-        let standby = cluster.standby();
-        let s3 = SeaweedFs::start(BUCKET);
+        let vault_addr = if setup.nodes > 1 {
+            cluster.addr(cluster.standby()).to_owned()
+        } else {
+            cluster.addr(0).to_owned()
+        };
+        let s3 = setup.s3.then(|| SeaweedFs::start(BUCKET));
         let namespace = "vault-backup";
         let kube = KubeStandIn::start_in(namespace);
         let task_run_name = format!("vault-backup-{}", Utc::now().format("%H%M%S"));
-        let now = Utc::now();
-        for i in 0..OLD_RUNS {
-            let days = i64::try_from(i).expect("small") + 1;
-            let started = now - TimeDelta::days(days);
-            kube.add_taskrun(
-                &TaskRun::new(format!("vault-backup-old-{i:02}"))
-                    .task("vault-backup")
-                    .created(Some(started))
-                    .succeeded(Some(started + TimeDelta::minutes(1))),
-            );
-        }
-        kube.add_taskrun(
-            &TaskRun::new(&task_run_name)
-                .task("vault-backup")
-                .created(Some(now))
-                .running(),
-        );
+        seed_taskruns(&kube, &task_run_name);
 
         let dir = tempfile::Builder::new()
             .prefix("vault-backup-demo-")
@@ -108,34 +232,44 @@ impl Environment {
         for d in [&backups, &scratch] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
-        let config = write(
-            &dir.path().join("config-secret.yaml"),
-            &format!(
-                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-backup-config\ntype: Opaque\nstringData:\n  \
-                 VAULT_ADDR: \"{addr}\"\n  VAULT_TOKEN: \"{token}\"\n  SNAPSHOT_PREFIX: \"vault\"\n  \
-                 SNAPSHOT_RETRIES: \"3\"\n  SNAPSHOT_RETRY_DELAY: \"1s\"\n  S3_TLS: \"false\"\n  S3_PREFIX: \"prod/\"\n  \
-                 RETAIN_LAST: \"5\"\n  PRUNE_KEEP: \"{PRUNE_KEEP}\"\n  PRUNE_DRY_RUN: \"false\"\n",
-                addr = cluster.addr(standby),
-            ),
-        );
-        let obc_cm = write(
-            &dir.path().join("obc-configmap.yaml"),
-            &format!(
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLAIM}\ndata:\n  BUCKET_HOST: \"127.0.0.1\"\n  \
-                 BUCKET_PORT: \"{port}\"\n  BUCKET_NAME: \"{BUCKET}\"\n  BUCKET_REGION: \"{region}\"\n  BUCKET_SUBREGION: \"\"\n",
-                port = s3.port(),
-                region = s3.region(),
-            ),
-        );
-        let obc_secret = write(
-            &dir.path().join("obc-secret.yaml"),
-            &format!(
-                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {CLAIM}\ntype: Opaque\nstringData:\n  \
-                 AWS_ACCESS_KEY_ID: \"{}\"\n  AWS_SECRET_ACCESS_KEY: \"{}\"\n",
-                s3.access_key(),
-                s3.secret_key(),
-            ),
-        );
+        let config_text = config_secret_text(setup, &vault_addr, &token);
+        let mut objects = vec![write(&dir.path().join("config-secret.yaml"), &config_text)];
+        if let Some(s3) = &s3 {
+            objects.push(write(
+                &dir.path().join("obc-configmap.yaml"),
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLAIM}\ndata:\n  BUCKET_HOST: \"127.0.0.1\"\n  \
+                     BUCKET_PORT: \"{port}\"\n  BUCKET_NAME: \"{BUCKET}\"\n  BUCKET_REGION: \"{region}\"\n  \
+                     BUCKET_SUBREGION: \"\"\n  BUCKET_SSL: \"false\"\n",
+                    port = s3.port(),
+                    region = s3.region(),
+                ),
+            ));
+            objects.push(write(
+                &dir.path().join("obc-secret.yaml"),
+                &format!(
+                    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {CLAIM}\ntype: Opaque\nstringData:\n  \
+                     AWS_ACCESS_KEY_ID: \"{}\"\n  AWS_SECRET_ACCESS_KEY: \"{}\"\n",
+                    s3.access_key(),
+                    s3.secret_key(),
+                ),
+            ));
+        }
+        if let Some(ca) = cluster.ca_cert() {
+            let pem = std::fs::read_to_string(ca).expect("test CA");
+            let indented = pem.lines().fold(String::new(), |mut out, l| {
+                out.push_str("    ");
+                out.push_str(l);
+                out.push('\n');
+                out
+            });
+            objects.push(write(
+                &dir.path().join("ca-configmap.yaml"),
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CA_CONFIGMAP}\ndata:\n  ca.crt: |\n{indented}"
+                ),
+            ));
+        }
         Self {
             cluster,
             s3,
@@ -143,10 +277,20 @@ impl Environment {
             results: dir.path().join("results"),
             backups,
             scratch,
-            objects: vec![config, obc_cm, obc_secret],
+            objects,
             task_run_name,
+            token,
             dir,
         }
+    }
+
+    /// The S3 store.
+    ///
+    /// # Panics
+    /// If the setup has none.
+    #[must_use]
+    pub fn s3(&self) -> &SeaweedFs {
+        self.s3.as_ref().expect("this setup has no S3 store")
     }
 
     /// Runs `tekton/task.yaml` through the step runner with the TaskRun's params and workspaces.
@@ -155,6 +299,20 @@ impl Environment {
     /// The runner's error when the manifest and the binaries disagree.
     pub fn run_task(
         &self,
+        known_env: BTreeMap<String, BTreeSet<String>>,
+        echo: bool,
+    ) -> Result<Outcome, RunError> {
+        self.run_task_as(&self.task_run_name, known_env, echo)
+    }
+
+    /// Like [`Environment::run_task`], as the TaskRun `task_run_name` (which the caller has put
+    /// in the stand-in) with its own results directory.
+    ///
+    /// # Errors
+    /// The runner's error when the manifest and the binaries disagree.
+    pub fn run_task_as(
+        &self,
+        task_run_name: &str,
         known_env: BTreeMap<String, BTreeSet<String>>,
         echo: bool,
     ) -> Result<Outcome, RunError> {
@@ -178,6 +336,7 @@ impl Environment {
             workspaces.insert(name, dir);
         }
         let snapshot_bin = venv::workspace_bin("vault-snapshot");
+        let run_dir = self.dir.path().join("runs").join(task_run_name);
         let spec = RunSpec {
             task_file: root.join("tekton/task.yaml"),
             task_ref: Some(taskrun.task_ref),
@@ -186,15 +345,20 @@ impl Environment {
             objects: self.objects.clone(),
             bin_dir: snapshot_bin.parent().expect("bin dir").to_owned(),
             known_env,
-            task_run_name: self.task_run_name.clone(),
+            task_run_name: task_run_name.to_owned(),
             namespace: self.kube.namespace().to_owned(),
-            // In a cluster the pod's service account gives the prune step its API access; here
-            // a kubeconfig for the stand-in does.
+            // In a cluster the pod's service account gives the guard and prune steps their API
+            // access; here a kubeconfig for the stand-in does.
             pod_env: vec![(
                 "KUBECONFIG".to_owned(),
                 self.kube.kubeconfig_path().display().to_string(),
             )],
-            results_dir: self.results.clone(),
+            results_dir: if task_run_name == self.task_run_name {
+                self.results.clone()
+            } else {
+                run_dir.join("results")
+            },
+            volumes_dir: run_dir.join("volumes"),
             echo,
         };
         runner::run(&spec)
@@ -211,7 +375,7 @@ impl Environment {
         std::fs::create_dir_all(&dest).expect("mkdir");
         for suffix in [".snap", ".snap.sha256", ".snap.json"] {
             let file = format!("{name}{suffix}");
-            self.s3
+            self.s3()
                 .download(&format!("{prefix}{file}"), &dest.join(&file));
         }
         sha256sum_check(&dest, &format!("{name}.snap.sha256"));

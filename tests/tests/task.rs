@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use support::known_env;
 use vault_backup_testbed::e2e::{self, Environment, OLD_RUNS, PRUNE_KEEP};
+use vault_backup_testbed::kube_standin::{KubeStandIn, TaskRun};
 use vault_backup_testbed::runner::{self, RunError, RunSpec};
 use vault_backup_testbed::venv;
 
@@ -28,7 +29,13 @@ fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
             .iter()
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>(),
-        ["snapshot", "sync", "prune"]
+        ["guard", "prune", "snapshot", "sync"]
+    );
+    assert_eq!(outcome.results["guard-outcome"], "clear");
+    assert!(
+        outcome.results["prune-outcome"].contains(&format!("deleted {}", OLD_RUNS - PRUNE_KEEP)),
+        "{:?}",
+        outcome.results["prune-outcome"]
     );
 
     let name = &outcome.results["snapshot-name"];
@@ -84,9 +91,10 @@ fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
     assert!(!prune_log.contains(env.kube.token()), "no token in logs");
 }
 
-/// A spec whose servers do not exist: enough for the checks made before a step talks to anyone,
-/// and for a binary to reject its configuration.
-fn offline_spec(task_file: PathBuf, dir: &Path) -> RunSpec {
+/// A spec whose Vault does not exist: enough for the checks made before a step talks to anyone,
+/// and for a binary to reject its configuration. The guard and prune steps get a Kubernetes API
+/// stand-in holding only this run, so they pass and the snapshot step is reached.
+fn offline_spec(task_file: PathBuf, dir: &Path, kube: &KubeStandIn) -> RunSpec {
     let secret = dir.join("config.yaml");
     std::fs::write(
         &secret,
@@ -106,10 +114,20 @@ fn offline_spec(task_file: PathBuf, dir: &Path) -> RunSpec {
             .to_owned(),
         known_env: known_env(),
         task_run_name: "run-1".into(),
-        namespace: "ns".into(),
+        namespace: kube.namespace().into(),
+        pod_env: vec![(
+            "KUBECONFIG".to_owned(),
+            kube.kubeconfig_path().display().to_string(),
+        )],
         results_dir: dir.join("results"),
         ..RunSpec::default()
     }
+}
+
+fn standin() -> KubeStandIn {
+    let kube = KubeStandIn::start_in("ns");
+    kube.add_taskrun(&TaskRun::new("run-1").task("vault-backup").running());
+    kube
 }
 
 fn task_with(dir: &Path, from: &str, to: &str) -> PathBuf {
@@ -172,9 +190,10 @@ fn the_runner_refuses_a_task_that_disagrees_with_the_binaries() {
             "vault-snapshot rejected its configuration (exit 2)",
         ),
     ];
+    let kube = standin();
     for (file, want) in cases {
         let text = std::fs::read_to_string(&file).unwrap();
-        let err = runner::run(&offline_spec(file, d))
+        let err = runner::run(&offline_spec(file, d, &kube))
             .map(|o| o.steps)
             .expect_err(want);
         let msg = err.to_string();
@@ -198,7 +217,8 @@ fn the_shipped_taskrun_fits_the_task_and_a_wrong_task_ref_is_refused() {
     assert_eq!(taskrun.task_ref, "vault-backup");
     assert_eq!(taskrun.workspaces, ["scratch", "backups"]);
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = offline_spec(root.join("tekton/task.yaml"), dir.path());
+    let kube = standin();
+    let mut spec = offline_spec(root.join("tekton/task.yaml"), dir.path(), &kube);
     spec.params = taskrun.params;
     spec.task_ref = Some("vault-backups".into());
     let err = runner::run(&spec).map(|o| o.steps).unwrap_err();
@@ -234,4 +254,118 @@ fn every_key_of_the_example_config_secret_is_read_by_a_step() {
         }
     }
     assert!(keys > 20, "found only {keys} keys");
+}
+
+/// A Task with an OpenBao sidecar and one step that talks to it.
+const SIDECAR_TASK: &str = r#"apiVersion: tekton.dev/v1
+kind: Task
+metadata:
+  name: sidecar-check
+spec:
+  workspaces:
+    - name: scratch
+  volumes:
+    - name: bao-config
+      configMap:
+        name: scratch-openbao
+    - name: bao-data
+      emptyDir: {}
+  sidecars:
+    - name: openbao
+      image: quay.io/openbao/openbao:2.4.1
+      command: ["bao", "server", "-config=/openbao/config/config.hcl"]
+      ports:
+        - containerPort: 8200
+        - containerPort: 8201
+      readinessProbe:
+        tcpSocket:
+          port: 8200
+      volumeMounts:
+        - name: bao-config
+          mountPath: /openbao/config
+        - name: bao-data
+          mountPath: /openbao/data
+  steps:
+    - name: snapshot
+      image: ghcr.io/vault-backup/vault-snapshot:0.1.0
+      command: ["/usr/local/bin/vault-snapshot"]
+      env:
+        - name: VAULT_ADDR
+          value: http://127.0.0.1:8200
+        - name: VAULT_TOKEN
+          value: s.none
+        - name: SNAPSHOT_RETRIES
+          value: "0"
+        - name: SNAPSHOT_DIR
+          value: $(workspaces.scratch.path)
+"#;
+
+/// The sidecar's configuration: raft on the emptyDir, listening on the pod's loopback.
+const SIDECAR_CONFIGMAP: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: scratch-openbao
+data:
+  config.hcl: |
+    storage "raft" {
+      path    = "/openbao/data"
+      node_id = "scratch"
+    }
+    listener "tcp" {
+      address         = "127.0.0.1:8200"
+      cluster_address = "127.0.0.1:8201"
+      tls_disable     = true
+    }
+    api_addr      = "http://127.0.0.1:8200"
+    cluster_addr  = "http://127.0.0.1:8201"
+"#;
+
+/// A Task with an OpenBao sidecar (configuration from a ConfigMap, raft data on an emptyDir,
+/// listening on the pod's 127.0.0.1:8200) and a step that talks to it: the runner starts the
+/// sidecar from the mounted configuration, maps the pod's port to a free one, and the step
+/// reaches it (a fresh, uninitialized server, so the snapshot step is refused, and says so).
+#[test]
+fn the_runner_starts_sidecars_from_their_mounted_configuration_on_the_pods_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let task = d.join("task.yaml");
+    std::fs::write(&task, SIDECAR_TASK).unwrap();
+    let config = d.join("configmap.yaml");
+    std::fs::write(&config, SIDECAR_CONFIGMAP).unwrap();
+    let scratch = d.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let spec = RunSpec {
+        task_file: task,
+        workspaces: BTreeMap::from([("scratch".to_owned(), scratch)]),
+        objects: vec![config],
+        bin_dir: venv::workspace_bin("vault-snapshot")
+            .parent()
+            .unwrap()
+            .to_owned(),
+        known_env: known_env(),
+        task_run_name: "run-1".into(),
+        namespace: "ns".into(),
+        results_dir: d.join("results"),
+        ..RunSpec::default()
+    };
+    let outcome = runner::run(&spec).expect("the Task runs");
+    let step = outcome.step("snapshot").unwrap();
+    assert_eq!(step.code, 1, "{}", step.stderr);
+    assert!(
+        !step.stderr.contains("127.0.0.1:8200") && step.stderr.contains("127.0.0.1:"),
+        "the step reached the sidecar on its mapped port:\n{}",
+        step.stderr
+    );
+    assert!(
+        step.stderr.to_lowercase().contains("sealed")
+            || step.stderr.to_lowercase().contains("initialized"),
+        "the fresh server answered:\n{}",
+        step.stderr
+    );
+    let log = &outcome.sidecar_logs["openbao"];
+    assert!(log.contains("OpenBao server started"), "{log}");
+    assert!(
+        d.join("volumes/bao-data/raft").exists() || d.join("volumes/bao-data/vault.db").exists(),
+        "raft data went to the emptyDir's local directory"
+    );
 }

@@ -40,7 +40,10 @@ pub fn known_env() -> BTreeMap<String, BTreeSet<String>> {
         ),
         (
             "taskrun-prune".to_owned(),
-            set(variables::<taskrun_prune::RawConfig>(), &[]),
+            set(
+                variables::<taskrun_prune::RawConfig>(),
+                &taskrun_prune::config::RESULTS,
+            ),
         ),
     ])
 }
