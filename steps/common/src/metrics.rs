@@ -561,14 +561,14 @@ fn format_value(v: f64) -> String {
 /// Why a push did not land. Never holds a credential: the URL cannot carry one.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// No answer at all (connection refused, DNS, TLS), or not in time.
+    /// No answer at all (connection refused, DNS, TLS).
     #[error("cannot reach the Pushgateway at {url}")]
     Unreachable {
         /// Where the push went.
         url: Url,
         /// What the HTTP client saw.
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The whole push took longer than `METRICS_PUSH_TIMEOUT`.
     #[error(
@@ -586,48 +586,79 @@ pub enum PushError {
         /// Where the push went.
         url: Url,
         /// The HTTP status.
-        status: reqwest::StatusCode,
+        status: u16,
         /// The start of the answer's body.
         text: String,
     },
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 /// Pushes [`Metrics`] to one Pushgateway.
-#[derive(Debug, Clone)]
+///
+/// Built on hyper directly rather than reqwest: the prune step already links hyper and
+/// hyper-rustls through kube, and reqwest on top took its static binary over 10 MiB.
+#[derive(Clone)]
 pub struct Pusher {
     config: Config,
-    http: reqwest::Client,
+    http: HttpClient,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pusher {
-    /// A pusher with the configured trust and timeout.
+    /// A pusher with the configured trust (`METRICS_CACERT`, else the system roots).
     ///
     /// # Errors
     /// A [`ConfigError`] naming `METRICS_CACERT` if it holds no usable certificate.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vault-backup/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                ConfigError::new(
-                    "METRICS_CACERT",
-                    format!("holds no usable PEM certificate: {e}"),
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(ConfigError::new(
-                    "METRICS_CACERT",
-                    "holds no PEM certificate",
-                ));
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let bad_ca = |why: String| ConfigError::new("METRICS_CACERT", why);
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad_ca(format!("cannot build a TLS client: {e}")))?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = if let Some(pem) = &config.ca_pem {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|e| bad_ca(format!("holds no usable PEM certificate: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad_ca(format!("holds an unusable certificate: {e}")))?;
             }
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder.build().map_err(|e| {
-            ConfigError::new("METRICS_CACERT", format!("cannot build a TLS client: {e}"))
-        })?;
+            if roots.is_empty() {
+                return Err(bad_ca("holds no PEM certificate".into()));
+            }
+            builder.with_tls_config(tls.with_root_certificates(roots).with_no_client_auth())
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            // Unreadable system roots only matter for an https:// Pushgateway, whose push
+            // then fails with one warning like any other.
+            roots.add_parsable_certificates(rustls_native_roots());
+            builder.with_tls_config(tls.with_root_certificates(roots).with_no_client_auth())
+        };
+        let mut http_connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        http_connector.enforce_http(false);
+        http_connector.set_connect_timeout(Some(config.timeout));
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http_connector);
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
         Ok(Self { config, http })
     }
 
@@ -671,47 +702,70 @@ impl Pusher {
     }
 
     async fn post(&self, url: &Url, body: String) -> Result<(), PushError> {
-        let mut request = self
-            .http
-            .post(url.clone())
+        use base64::Engine as _;
+        use http_body_util::BodyExt as _;
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| PushError::Unreachable {
+                url: url.clone(),
+                source,
+            };
+        let mut request = hyper::Request::post(url.as_str())
             .header(
-                reqwest::header::CONTENT_TYPE,
+                hyper::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )
-            .body(body);
-        request = match &self.config.auth {
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("vault-backup/", env!("CARGO_PKG_VERSION")),
+            );
+        match &self.config.auth {
             Some(Auth::Basic { user, password }) => {
-                request.basic_auth(user, Some(password.expose()))
+                let pair = format!("{user}:{}", password.expose());
+                let value = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                );
+                request = request.header(hyper::header::AUTHORIZATION, value);
             }
-            Some(Auth::Bearer(token)) => request.bearer_auth(token.expose()),
-            None => request,
-        };
-        let unreachable = |source: reqwest::Error| {
-            if source.is_timeout() {
-                PushError::Timeout {
-                    url: url.clone(),
-                    after: self.config.timeout,
-                }
-            } else {
-                PushError::Unreachable {
-                    url: url.clone(),
-                    source: source.without_url(),
-                }
+            Some(Auth::Bearer(token)) => {
+                request = request.header(
+                    hyper::header::AUTHORIZATION,
+                    format!("Bearer {}", token.expose()),
+                );
             }
-        };
-        let response = request.send().await.map_err(unreachable)?;
+            None => {}
+        }
+        // The only failure here is a header value a config file put a newline in: say so
+        // without the value.
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|_| unreachable("the credentials are not a valid HTTP header value".into()))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| unreachable(Box::new(e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
-        let mut text: String = text.trim().chars().take(300).collect();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let mut text: String = String::from_utf8_lossy(&body)
+            .trim()
+            .chars()
+            .take(300)
+            .collect();
         if text.is_empty() {
             text = "(no error text)".into();
         }
         Err(PushError::Refused {
             url: url.clone(),
-            status,
+            status: status.as_u16(),
             text,
         })
     }
@@ -741,6 +795,11 @@ impl Pusher {
             }
         }
     }
+}
+
+/// The system's trusted roots (`SSL_CERT_FILE`, else the distribution's bundle).
+fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    rustls_native_certs::load_native_certs().certs
 }
 
 /// Pushes when a Pushgateway is configured, else does nothing: the one call a step makes at
