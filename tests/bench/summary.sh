@@ -11,7 +11,7 @@ python3 - "$SUMMARY" "${BENCH_STRICT:-0}" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1]) if l.strip()]
 w = [max(len(r[i]) for r in rows + [["what", "measured", "target", "result"]]) for i in range(4)]
-line = "+".join("-" * (n + 2) for n in w)
+line = "-+-".join("-" * n for n in w)
 print()
 print("== make bench: every ratio against its target (medians of alternating runs, this machine) ==")
 print(line)
