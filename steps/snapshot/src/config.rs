@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
-use vault_backup_common::env::{self, ConfigError, Secret};
+use vault_backup_common::env::{self, ConfigError};
 use vault_backup_common::tekton::Results;
-
-/// Where Kubernetes mounts a pod's service-account token.
-pub const DEFAULT_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+pub use vault_backup_vault::config::DEFAULT_JWT_FILE;
+pub use vault_backup_vault::{Auth, Tls};
+use vault_backup_vault::{VaultEnv, VaultSettings};
 
 /// The Tekton results this step writes.
 pub const RESULTS: [&str; 3] = ["snapshot-name", "snapshot-sha256", "snapshot-bytes"];
@@ -40,54 +40,6 @@ pub struct RawConfig {
     pub snapshot_retry_delay: Option<String>,
 }
 
-/// How the step logs in to Vault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// A token given directly (`VAULT_TOKEN` or `VAULT_TOKEN_FILE`).
-    Token(Secret),
-    /// AppRole login at `auth/<mount>/login`.
-    AppRole {
-        /// The AppRole mount (`VAULT_APPROLE_MOUNT`, default `approle`).
-        mount: String,
-        /// `VAULT_ROLE_ID`.
-        role_id: String,
-        /// `VAULT_SECRET_ID` or the contents of `VAULT_SECRET_ID_FILE`.
-        secret_id: Secret,
-    },
-    /// Kubernetes (or JWT) login at `auth/<mount>/login` with the pod's service-account token.
-    Kubernetes {
-        /// The auth mount (`VAULT_AUTH_MOUNT`, default `kubernetes`).
-        mount: String,
-        /// The Vault role (`VAULT_AUTH_ROLE`).
-        role: String,
-        /// The JWT file, read at each login because projected tokens rotate.
-        jwt_file: PathBuf,
-    },
-}
-
-impl Auth {
-    /// A short description for logs (never the secret).
-    #[must_use]
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Token(_) => "token".into(),
-            Self::AppRole { mount, .. } => format!("approle at auth/{mount}"),
-            Self::Kubernetes { mount, role, .. } => {
-                format!("kubernetes role {role} at auth/{mount}")
-            }
-        }
-    }
-}
-
-/// TLS settings for talking to Vault.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Tls {
-    /// PEM CA bundle (`VAULT_CACERT`): trusted instead of the system roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// `VAULT_SKIP_VERIFY`: accept any certificate (for tests only; logged as a warning).
-    pub skip_verify: bool,
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -114,6 +66,28 @@ pub struct Config {
     pub results: Results,
 }
 
+impl RawConfig {
+    /// The Vault variables, for the shared parser.
+    #[must_use]
+    pub fn vault_env(&self) -> VaultEnv {
+        VaultEnv {
+            vault_addr: self.vault_addr.clone(),
+            vault_cacert: self.vault_cacert.clone(),
+            vault_skip_verify: self.vault_skip_verify.clone(),
+            vault_namespace: self.vault_namespace.clone(),
+            vault_token: self.vault_token.clone(),
+            vault_token_file: self.vault_token_file.clone(),
+            vault_role_id: self.vault_role_id.clone(),
+            vault_secret_id: self.vault_secret_id.clone(),
+            vault_secret_id_file: self.vault_secret_id_file.clone(),
+            vault_approle_mount: self.vault_approle_mount.clone(),
+            vault_auth_role: self.vault_auth_role.clone(),
+            vault_auth_mount: self.vault_auth_mount.clone(),
+            vault_auth_jwt_file: self.vault_auth_jwt_file.clone(),
+        }
+    }
+}
+
 impl Config {
     /// Reads the configuration from the environment.
     ///
@@ -126,175 +100,17 @@ impl Config {
     }
 }
 
-fn auth(raw: &RawConfig) -> Result<Auth, ConfigError> {
-    let token = raw.vault_token.as_deref().is_some() || raw.vault_token_file.as_deref().is_some();
-    let approle = raw.vault_role_id.as_deref().is_some();
-    let kube = raw.vault_auth_role.as_deref().is_some();
-    let chosen: Vec<&str> = [
-        (token, "VAULT_TOKEN/VAULT_TOKEN_FILE"),
-        (approle, "VAULT_ROLE_ID"),
-        (kube, "VAULT_AUTH_ROLE"),
-    ]
-    .into_iter()
-    .filter_map(|(on, name)| on.then_some(name))
-    .collect();
-    match chosen.len() {
-        0 => {
-            return Err(ConfigError::new(
-                "VAULT_TOKEN",
-                "no Vault login configured: set VAULT_TOKEN or VAULT_TOKEN_FILE, or VAULT_ROLE_ID with \
-                 VAULT_SECRET_ID or VAULT_SECRET_ID_FILE, or VAULT_AUTH_ROLE for Kubernetes login",
-            ));
-        }
-        1 => {}
-        _ => {
-            return Err(ConfigError::new(
-                chosen.join(", "),
-                "more than one Vault login is configured; set only one of them",
-            ));
-        }
-    }
-    if token {
-        let token = env::secret_or_file(
-            "VAULT_TOKEN",
-            raw.vault_token.as_deref(),
-            "VAULT_TOKEN_FILE",
-            raw.vault_token_file.as_deref(),
-        )?;
-        let token = token.expect("token auth was chosen");
-        let variable = if raw.vault_token.is_some() {
-            "VAULT_TOKEN"
-        } else {
-            "VAULT_TOKEN_FILE"
-        };
-        header_value(variable, token.expose(), "the token")?;
-        return Ok(Auth::Token(token));
-    }
-    if approle {
-        let secret_id = env::secret_or_file(
-            "VAULT_SECRET_ID",
-            raw.vault_secret_id.as_deref(),
-            "VAULT_SECRET_ID_FILE",
-            raw.vault_secret_id_file.as_deref(),
-        )?
-        .ok_or_else(|| {
-            ConfigError::new(
-                "VAULT_SECRET_ID",
-                "VAULT_ROLE_ID is set, so AppRole login also needs VAULT_SECRET_ID or VAULT_SECRET_ID_FILE",
-            )
-        })?;
-        return Ok(Auth::AppRole {
-            mount: mount(
-                "VAULT_APPROLE_MOUNT",
-                raw.vault_approle_mount.as_deref(),
-                "approle",
-            )?,
-            role_id: raw
-                .vault_role_id
-                .as_deref()
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-            secret_id,
-        });
-    }
-    let jwt_file = PathBuf::from(
-        raw.vault_auth_jwt_file
-            .as_deref()
-            .unwrap_or(DEFAULT_JWT_FILE),
-    );
-    // Fail now, with the variable's name, rather than at login.
-    env::read_secret_file("VAULT_AUTH_JWT_FILE", &jwt_file)?;
-    Ok(Auth::Kubernetes {
-        mount: mount(
-            "VAULT_AUTH_MOUNT",
-            raw.vault_auth_mount.as_deref(),
-            "kubernetes",
-        )?,
-        role: raw
-            .vault_auth_role
-            .as_deref()
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-        jwt_file,
-    })
-}
-
-/// Checks that `value` can travel in an HTTP header; the error never shows the value.
-fn header_value(variable: &str, value: &str, what: &str) -> Result<(), ConfigError> {
-    if reqwest::header::HeaderValue::from_str(value).is_err() {
-        return Err(ConfigError::new(
-            variable,
-            format!(
-                "{what} is not usable as an HTTP header value (it holds a line break, control or \
-                 non-ASCII character); the value is not shown"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn mount(variable: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
-    let m = value.unwrap_or(default).trim().trim_matches('/');
-    if m.is_empty()
-        || m.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-        || m.contains(char::is_whitespace)
-    {
-        return Err(ConfigError::new(
-            variable,
-            format!("expected an auth mount path such as {default:?}, got {m:?}"),
-        ));
-    }
-    Ok(m.to_owned())
-}
-
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        let addr = raw.vault_addr.trim();
-        let vault_addr = Url::parse(addr)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "VAULT_ADDR",
-                    format!("expected an http(s) URL such as https://vault:8200, got {addr:?}"),
-                )
-            })?;
-        let ca_pem = match raw.vault_cacert.as_deref() {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    ConfigError::new("VAULT_CACERT", format!("cannot read {path}: {e}"))
-                })?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(ConfigError::new(
-                        "VAULT_CACERT",
-                        format!("{path} holds no PEM certificate"),
-                    ));
-                }
-                Some(pem)
-            }
-        };
-        let skip_verify =
-            env::parse_bool("VAULT_SKIP_VERIFY", raw.vault_skip_verify.as_deref(), false)?;
+        let vault = VaultSettings::try_from(raw.vault_env())?;
         let snapshot_dir = env::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
         Ok(Self {
-            auth: auth(&raw)?,
-            vault_addr,
-            tls: Tls {
-                ca_pem,
-                skip_verify,
-            },
-            namespace: match raw.vault_namespace.as_deref().map(str::trim) {
-                Some(ns) => {
-                    header_value("VAULT_NAMESPACE", ns, "the namespace")?;
-                    Some(ns.to_owned())
-                }
-                None => None,
-            },
+            auth: vault.auth,
+            vault_addr: vault.addr,
+            tls: vault.tls,
+            namespace: vault.namespace,
             snapshot_dir,
             prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
             timeout: env::parse_duration(
@@ -318,6 +134,7 @@ impl TryFrom<RawConfig> for Config {
 mod tests {
     use super::*;
     use rstest::rstest;
+    use vault_backup_common::env::Secret;
 
     fn raw(dir: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut vars: Vec<(String, String)> = vec![

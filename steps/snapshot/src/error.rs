@@ -1,14 +1,11 @@
 //! What can go wrong while taking a snapshot, and which failures are worth a retry.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use vault_backup_common::ExitStatus;
 use vault_backup_common::artifact::ArtifactError;
 use vault_backup_common::env::ConfigError;
 use vault_backup_common::exit;
-
-use crate::archive::ArchiveError;
 
 /// The snapshot step's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -20,158 +17,9 @@ pub enum Error {
     /// The configuration cannot work (found while building the client).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// No connection could be made (refused, DNS, reset).
-    #[error("vault at {addr} is unreachable; check VAULT_ADDR and that the node is running")]
-    Unreachable {
-        /// The node.
-        addr: String,
-        /// The transport error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The TLS handshake failed: usually an untrusted or mismatched certificate.
-    #[error(
-        "TLS with vault at {addr} failed; set VAULT_CACERT to the CA that signed its certificate"
-    )]
-    Tls {
-        /// The node.
-        addr: String,
-        /// The transport error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// A request or the whole attempt took too long.
-    #[error(
-        "vault at {addr} did not answer within {after:?}; raise SNAPSHOT_TIMEOUT for very large snapshots"
-    )]
-    Timeout {
-        /// The node.
-        addr: String,
-        /// The limit that passed.
-        after: Duration,
-    },
-    /// The node is sealed (503).
-    #[error("vault at {addr} is sealed; unseal it before taking a backup")]
-    Sealed {
-        /// The node.
-        addr: String,
-    },
-    /// A standby that names no leader (no election yet, or HA off).
-    #[error(
-        "vault at {addr} is a standby and gave no leader address; check VAULT_ADDR and the cluster's health"
-    )]
-    NoLeader {
-        /// The node asked.
-        addr: String,
-    },
-    /// The node named as leader does not say it leads (an election is under way).
-    #[error(
-        "vault at {addr} was named leader but is not the active node (an election may be under way)"
-    )]
-    NotLeader {
-        /// The node.
-        addr: String,
-    },
-    /// A standby named a leader on another scheme than `VAULT_ADDR`'s; nothing was sent to it.
-    #[error(
-        "vault at {asked} names the leader {leader}, whose scheme differs from VAULT_ADDR's; no credential was sent to it. Point VAULT_ADDR at the Service of the active node (or fix the nodes' api_addr)"
-    )]
-    SchemeMismatch {
-        /// The node asked (`VAULT_ADDR`).
-        asked: String,
-        /// The leader it named.
-        leader: String,
-    },
-    /// The snapshot request was redirected somewhere other than the leader `sys/leader` named.
-    #[error(
-        "vault at {from} redirected the snapshot to {to}, not to the leader {leader} that sys/leader named; the token was not sent there"
-    )]
-    Redirect {
-        /// The node that redirected.
-        from: String,
-        /// Where it pointed.
-        to: String,
-        /// The leader `sys/leader` named.
-        leader: String,
-    },
-    /// 429 Too Many Requests: a rate limit (or lease count) quota refused the request. On the
-    /// endpoints this step calls, 429 means only that; "standby" is sys/health's meaning of it,
-    /// which this step does not call.
-    #[error(
-        "vault at {addr} refused {what} with 429 Too Many Requests (a rate limit or lease count quota): {detail}"
-    )]
-    RateLimited {
-        /// The node.
-        addr: String,
-        /// What was asked.
-        what: &'static str,
-        /// What Vault said.
-        detail: String,
-    },
-    /// 403 on the snapshot path.
-    #[error(
-        "vault at {addr} denied the snapshot (403 permission denied): the token's policy needs `read` on sys/storage/raft/snapshot (see tekton/vault-policy.hcl)"
-    )]
-    PermissionDenied {
-        /// The node.
-        addr: String,
-    },
-    /// The cluster does not use integrated storage.
-    #[error(
-        "vault at {addr} does not use integrated storage (raft): {detail}; this tool backs up raft clusters only"
-    )]
-    NotRaft {
-        /// The node.
-        addr: String,
-        /// What it said.
-        detail: String,
-    },
-    /// Login failed.
-    #[error("login with {method} at {addr} failed ({status}): {detail}")]
-    Login {
-        /// The node.
-        addr: String,
-        /// The auth method, e.g. `approle at auth/approle`.
-        method: String,
-        /// The HTTP status.
-        status: u16,
-        /// What Vault said.
-        detail: String,
-    },
-    /// Any other unexpected answer.
-    #[error("vault at {addr} answered {status} to {what}: {detail}")]
-    Http {
-        /// The node.
-        addr: String,
-        /// What was asked.
-        what: &'static str,
-        /// The HTTP status.
-        status: u16,
-        /// What Vault said.
-        detail: String,
-    },
-    /// The body stream broke before its end.
-    #[error("the snapshot stream from {addr} broke after {bytes} bytes")]
-    Stream {
-        /// The node.
-        addr: String,
-        /// Bytes received.
-        bytes: u64,
-        /// The transport error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The archive failed its own checks.
-    #[error("the snapshot from {addr} is not a whole raft snapshot ({bytes} bytes received)")]
-    Archive {
-        /// The node.
-        addr: String,
-        /// Bytes received.
-        bytes: u64,
-        /// What is wrong.
-        #[source]
-        source: ArchiveError,
-    },
+    /// Talking to Vault or receiving the snapshot failed.
+    #[error(transparent)]
+    Vault(#[from] vault_backup_vault::Error),
     /// A local file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -206,23 +54,12 @@ pub enum Error {
 
 impl Error {
     /// Whether another attempt might succeed: network trouble, elections, sealed nodes during a
-    /// rolling restart, broken or corrupt transfers. Not: permissions, TLS trust, configuration,
-    /// local disk errors.
+    /// rolling restart, broken or corrupt transfers (see [`vault_backup_vault::Error::is_retryable`]).
+    /// Not: permissions, TLS trust, configuration, local disk errors.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable { .. }
-            | Self::Timeout { .. }
-            | Self::Sealed { .. }
-            | Self::NoLeader { .. }
-            | Self::NotLeader { .. }
-            | Self::Redirect { .. }
-            | Self::RateLimited { .. }
-            | Self::Stream { .. }
-            | Self::Archive { .. } => true,
-            Self::Http { status, .. } | Self::Login { status, .. } => {
-                *status >= 500 || *status == 429
-            }
+            Self::Vault(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -232,6 +69,7 @@ impl ExitStatus for Error {
     fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) => exit::CONFIG,
+            Self::Vault(e) if e.is_config() => exit::CONFIG,
             _ => exit::FAILED,
         }
     }

@@ -8,11 +8,8 @@
 //! it its final name with a `sha256sum` checksum file and a JSON manifest beside it. A failed
 //! check removes the download and retries; nothing half-written is ever left under a final name.
 
-pub mod archive;
 pub mod config;
-mod download;
 pub mod error;
-pub mod vault;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,7 +23,7 @@ use vault_backup_common::progress::mb_per_s;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::vault::Vault;
+use vault_backup_vault::{Vault, download};
 
 /// What one successful run produced.
 #[derive(Debug, Clone)]
@@ -72,6 +69,8 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
         &config.tls,
         config.namespace.clone(),
         Duration::from_secs(10),
+        concat!("vault-snapshot/", env!("CARGO_PKG_VERSION")),
+        "SNAPSHOT_TIMEOUT",
     )?;
     tracing::info!(
         vault_addr = %config.vault_addr,
@@ -86,10 +85,11 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
             match tokio::time::timeout(config.timeout, attempt_once(config, &vault, attempt)).await
             {
                 Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
+                Err(_) => Err(Error::Vault(vault_backup_vault::Error::Timeout {
                     addr: config.vault_addr.to_string(),
                     after: config.timeout,
-                }),
+                    variable: "SNAPSHOT_TIMEOUT",
+                })),
             };
         match result {
             Ok(summary) => return Ok(summary),

@@ -13,13 +13,13 @@
 //! the code that carries it out), [`report`] (what the run did). This file is the run, in the
 //! order it happens.
 
-pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod report;
 pub mod retention;
-pub mod store;
 pub mod upload;
+
+pub use vault_backup_stores::{checksum, store};
 
 use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};

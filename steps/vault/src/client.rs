@@ -26,6 +26,8 @@ pub const SNAPSHOT_PATH: &str = "v1/sys/storage/raft/snapshot";
 pub struct Vault {
     http: reqwest::Client,
     namespace: Option<String>,
+    /// The variable that sets the step's time limit, named when a request times out.
+    timeout_variable: &'static str,
 }
 
 /// What `sys/leader` said.
@@ -120,15 +122,23 @@ fn detail(body: &str) -> String {
 }
 
 impl Vault {
-    /// A client with the configured trust and timeouts; it follows no redirects.
+    /// A client with the configured trust and timeouts; it follows no redirects. `agent` is
+    /// the step's `User-Agent` (`vault-snapshot/0.1.0`); `timeout_variable` the variable a
+    /// timeout message tells the user to raise.
     ///
     /// # Errors
     /// [`Error::Config`] if `VAULT_CACERT` holds no usable certificate.
-    pub fn new(tls: &Tls, namespace: Option<String>, connect_timeout: Duration) -> Result<Self> {
+    pub fn new(
+        tls: &Tls,
+        namespace: Option<String>,
+        connect_timeout: Duration,
+        agent: &str,
+        timeout_variable: &'static str,
+    ) -> Result<Self> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(connect_timeout)
-            .user_agent(concat!("vault-snapshot/", env!("CARGO_PKG_VERSION")));
+            .user_agent(agent);
         if let Some(pem) = &tls.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ConfigError::new(
@@ -145,15 +155,20 @@ impl Vault {
         let http = builder.build().map_err(|e| {
             ConfigError::new("VAULT_CACERT", format!("cannot build a TLS client: {e}"))
         })?;
-        Ok(Self { http, namespace })
+        Ok(Self {
+            http,
+            namespace,
+            timeout_variable,
+        })
     }
 
-    fn transport(addr: &Url, err: reqwest::Error, timeout: Duration) -> Error {
+    fn transport(&self, addr: &Url, err: reqwest::Error, timeout: Duration) -> Error {
         let addr = base(addr);
         if err.is_timeout() {
             return Error::Timeout {
                 addr,
                 after: timeout,
+                variable: self.timeout_variable,
             };
         }
         if is_tls_failure(&err) {
@@ -207,12 +222,12 @@ impl Vault {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Self::transport(addr, e, timeout))?;
+            .map_err(|e| self.transport(addr, e, timeout))?;
         let status = resp.status();
         let body = resp
             .text()
             .await
-            .map_err(|e| Self::transport(addr, e, timeout))?;
+            .map_err(|e| self.transport(addr, e, timeout))?;
         match (status, serde_json::from_str(&body)) {
             (StatusCode::OK, Ok(value)) => Ok(value),
             (StatusCode::SERVICE_UNAVAILABLE, _)
@@ -345,12 +360,12 @@ impl Vault {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Self::transport(leader, e, timeout))?;
+            .map_err(|e| self.transport(leader, e, timeout))?;
         let status = resp.status();
         let text = resp
             .text()
             .await
-            .map_err(|e| Self::transport(leader, e, timeout))?;
+            .map_err(|e| self.transport(leader, e, timeout))?;
         let token = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["auth"]["client_token"].as_str().map(Secret::new));
@@ -391,7 +406,7 @@ impl Vault {
                 .headers(Self::token_header(leader, token)?)
                 .send()
                 .await
-                .map_err(|e| Self::transport(leader, e, timeout))?;
+                .map_err(|e| self.transport(leader, e, timeout))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok((target, resp));
@@ -477,7 +492,15 @@ mod tests {
     /// The error of one GET through `client`.
     async fn failed_get(client: &reqwest::Client, url: &str) -> Error {
         let err = client.get(url).send().await.expect_err("the request fails");
-        Vault::transport(&Url::parse(url).unwrap(), err, Duration::from_secs(5))
+        let vault = Vault::new(
+            &Tls::default(),
+            None,
+            Duration::from_secs(5),
+            "test",
+            "SNAPSHOT_TIMEOUT",
+        )
+        .unwrap();
+        vault.transport(&Url::parse(url).unwrap(), err, Duration::from_secs(5))
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use object_store::{
 };
 use vault_backup_common::{ConfigError, artifact, fsutil};
 
-use crate::config::S3Config;
+use crate::s3config::S3Config;
 
 /// Part size of multipart uploads: large enough for few requests, small enough to bound memory.
 pub const OBJECT_PART_SIZE: usize = 8 << 20;
