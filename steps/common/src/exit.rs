@@ -3,13 +3,16 @@
 //! Every step's `main` is [`run_main`]: it sets up logging, reads the configuration (exit 2 with
 //! one line naming the variable if it is unusable), runs the step on a tokio runtime and maps the
 //! outcome to an exit code through [`ExitStatus`]. The codes are part of the interface and are
-//! listed in the README.
+//! listed in the README. [`run_main_with_metrics`] does the same and then pushes the run's
+//! outcome to a Prometheus Pushgateway.
 
 use std::future::Future;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
 
 use crate::env::ConfigError;
+use crate::metrics::{self, Metrics, Report};
 
 /// The step did what it was asked.
 pub const OK: u8 = 0;
@@ -46,42 +49,19 @@ where
     Fut: Future<Output = Result<S, E>>,
     E: ExitStatus,
 {
-    if let Some(arg) = std::env::args().nth(1) {
-        return match arg.as_str() {
-            // Written with writeln! and its error ignored: `--help | head` must not panic.
-            "--version" | "-V" => {
-                let _ = writeln!(std::io::stdout(), "{name} {version}");
-                ExitCode::SUCCESS
-            }
-            "--help" | "-h" => {
-                let _ = writeln!(std::io::stdout(), "{name} {version}\n\n{usage}");
-                ExitCode::SUCCESS
-            }
-            other => {
-                eprintln!(
-                    "{name}: unexpected argument {other:?}; configuration comes from environment variables (see --help)"
-                );
-                ExitCode::from(CONFIG)
-            }
-        };
+    if let Some(code) = answer_arguments(name, version, usage) {
+        return code;
     }
     crate::telemetry::init();
     let config = match load() {
         Ok(config) => config,
         Err(e) => {
-            tracing::error!(variable = %e.variable, "invalid configuration: {e}");
+            config_error(&e);
             return ExitCode::from(CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::from(FAILED);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(FAILED);
     };
     match runtime.block_on(run(config)) {
         Ok(_) => ExitCode::from(OK),
@@ -90,6 +70,123 @@ where
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// [`run_main`], and then the run's outcome pushed to a Prometheus Pushgateway when
+/// `METRICS_PUSHGATEWAY_URL` is set (see [`crate::metrics`]): the one place every step pushes.
+///
+/// - The `METRICS_*` variables are read with the step's own configuration: a bad value is a
+///   configuration error (exit 2, nothing pushed).
+/// - After the run, success or failure, the step's own gauges ([`Report::metrics`] of the
+///   summary, or of the error) and its outcome ([`Metrics::outcome`]: exit code, wall time
+///   since the process started, last success or last failure) are pushed under `step`. A step
+///   configuration that does not load is pushed too, as a failure with exit code 2.
+/// - `step` `None` pushes nothing (a mode of a binary whose runs must not overwrite the series
+///   of its main mode, such as `taskrun-prune`'s guard).
+/// - The push is best effort: it adds at most `METRICS_PUSH_TIMEOUT` and one warning line, and
+///   never changes the exit code.
+///
+/// `--help` prints `usage` and then [`metrics::USAGE`].
+pub fn run_main_with_metrics<C, S, E, F, Fut>(
+    name: &str,
+    version: &str,
+    usage: &str,
+    step: Option<&str>,
+    load: impl FnOnce() -> Result<C, ConfigError>,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: Report,
+    E: ExitStatus + Report,
+{
+    let started = Instant::now();
+    if let Some(code) = answer_arguments(name, version, &format!("{usage}\n\n{}", metrics::USAGE)) {
+        return code;
+    }
+    crate::telemetry::init();
+    let metrics_config = match metrics::Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            config_error(&e);
+            return ExitCode::from(CONFIG);
+        }
+    };
+    let config = load();
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(FAILED);
+    };
+    let pusher = {
+        // The HTTP client is built inside the runtime it will run on.
+        let _entered = runtime.enter();
+        match metrics_config.map(metrics::Pusher::new).transpose() {
+            Ok(pusher) => pusher,
+            Err(e) => {
+                config_error(&e);
+                return ExitCode::from(CONFIG);
+            }
+        }
+    };
+    let mut gauges = Metrics::new();
+    let code = match config {
+        Err(e) => {
+            config_error(&e);
+            CONFIG
+        }
+        Ok(config) => match runtime.block_on(run(config)) {
+            Ok(summary) => {
+                summary.metrics(&mut gauges, SystemTime::now());
+                OK
+            }
+            Err(e) => {
+                report(&e);
+                e.metrics(&mut gauges, SystemTime::now());
+                e.exit_code()
+            }
+        },
+    };
+    if let Some(step) = step {
+        gauges.outcome(code, started.elapsed(), SystemTime::now());
+        runtime.block_on(metrics::push(pusher.as_ref(), step, &gauges));
+    }
+    ExitCode::from(code)
+}
+
+/// Answers `--version` and `--help`, and refuses any other argument; `None` when there is none.
+fn answer_arguments(name: &str, version: &str, usage: &str) -> Option<ExitCode> {
+    let arg = std::env::args().nth(1)?;
+    Some(match arg.as_str() {
+        // Written with writeln! and its error ignored: `--help | head` must not panic.
+        "--version" | "-V" => {
+            let _ = writeln!(std::io::stdout(), "{name} {version}");
+            ExitCode::SUCCESS
+        }
+        "--help" | "-h" => {
+            let _ = writeln!(std::io::stdout(), "{name} {version}\n\n{usage}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!(
+                "{name}: unexpected argument {other:?}; configuration comes from environment variables (see --help)"
+            );
+            ExitCode::from(CONFIG)
+        }
+    })
+}
+
+/// Logs an unusable configuration: one line naming the variable.
+fn config_error(e: &ConfigError) {
+    tracing::error!(variable = %e.variable, "invalid configuration: {e}");
+}
+
+/// The multi-threaded tokio runtime every step runs on; `None` (logged) if it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| tracing::error!("cannot start the async runtime: {e}"))
+        .ok()
 }
 
 /// Waits for SIGTERM (what Kubernetes sends when a TaskRun is cancelled or times out) or SIGINT

@@ -802,6 +802,33 @@ fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
 }
 
+/// The `--help` paragraph on the `METRICS_*` variables, the same in every step
+/// ([`crate::exit::run_main_with_metrics`] appends it to the step's own usage text).
+pub const USAGE: &str = "\
+Metrics (optional; pushed to a Prometheus Pushgateway at the end of every run, success or failure):
+  METRICS_PUSHGATEWAY_URL    the Pushgateway's base URL, e.g. http://pushgateway.monitoring:9091;
+                             unset: nothing is pushed
+  METRICS_PUSH_TIMEOUT       the most the push may add to the run (default 5s); a push that fails
+                             logs one warning and never changes the exit code
+  METRICS_JOB, METRICS_TASK  the job and task grouping labels (default vault-backup for both)
+  METRICS_BASIC_AUTH_FILE    a file holding user:password, or
+  METRICS_BEARER_TOKEN_FILE  a file holding a bearer token (never logged)
+  METRICS_CACERT             PEM bundle to trust for an https:// Pushgateway";
+
+/// What a finished run (its summary, or its error) knows beyond its outcome, as gauges.
+///
+/// [`crate::exit::run_main_with_metrics`] calls it once after the run and then adds the outcome
+/// ([`Metrics::outcome`]) itself, so an implementation sets only the step's own gauges
+/// (snapshot size, per-store series, TaskRuns deleted). The default sets nothing: an error
+/// that knows nothing more than its exit code.
+pub trait Report {
+    /// Adds this run's own gauges to `metrics`; `at` is when the run ended (the time a
+    /// timestamp gauge such as [`STORE_LAST_SUCCESS`] should carry).
+    fn metrics(&self, metrics: &mut Metrics, at: SystemTime) {
+        let _ = (metrics, at);
+    }
+}
+
 /// Pushes when a Pushgateway is configured, else does nothing: the one call a step makes at
 /// the end of its run. See [`Pusher::push`].
 pub async fn push(pusher: Option<&Pusher>, step: &str, metrics: &Metrics) -> bool {
