@@ -9,3 +9,12 @@
 path "sys/storage/raft/snapshot" {
   capabilities = ["read"]
 }
+
+# Optional: the restore canary (CANARY_PATH=vault-backup/canary on the KV v2 mount `secret`,
+# CANARY_MOUNT). The snapshot step writes {"taskrun", "written_at"} there just before each
+# snapshot (create, update); the restore drill logs in to the restored copy with this same login
+# and reads it back (read). Leave this out, with CANARY_PATH unset, to keep the login read-only;
+# change the path if you set another CANARY_MOUNT or CANARY_PATH.
+path "secret/data/vault-backup/canary" {
+  capabilities = ["create", "update", "read"]
+}

@@ -444,6 +444,19 @@ impl Cluster {
         self.bao(leader, &args);
     }
 
+    /// Enables a KV v2 secrets engine at `mount` (e.g. `secret`, for the restore canary) on the
+    /// leader; do it before [`Cluster::write_secret`], which would enable KV v1 there.
+    ///
+    /// # Panics
+    /// If there is no leader or the CLI fails.
+    pub fn enable_kv2(&self, mount: &str) {
+        let leader = self.leader().expect("a leader");
+        self.bao(
+            leader,
+            &["secrets", "enable", &format!("-path={mount}"), "kv-v2"],
+        );
+    }
+
     /// Reads field `key` at `path` from node `i` with `token`.
     ///
     /// # Errors

@@ -187,6 +187,33 @@ pub struct Manifest {
     pub raft_term: u64,
     /// The tool that wrote it, with its version.
     pub tool: String,
+    /// The canary the snapshot step wrote just before taking the snapshot (`CANARY_PATH`), which
+    /// a restore drill reads back from the restored data. Absent when no canary is configured,
+    /// and in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// A KV v2 secret written into the cluster just before a snapshot, and its exact value: the
+/// proof that a restored snapshot holds this run's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    /// The KV v2 mount (`CANARY_MOUNT`, default `secret`).
+    pub mount: String,
+    /// The secret's path in the mount (`CANARY_PATH`), e.g. `vault-backup/canary`.
+    pub path: String,
+    /// The `taskrun` field written: the TaskRun that took the snapshot.
+    pub taskrun: String,
+    /// The `written_at` field written (RFC 3339, UTC).
+    pub written_at: String,
+}
+
+impl Canary {
+    /// The API path of the secret's data: `<mount>/data/<path>`.
+    #[must_use]
+    pub fn data_path(&self) -> String {
+        format!("{}/data/{}", self.mount, self.path)
+    }
 }
 
 /// The current [`Manifest::manifest_version`].
@@ -444,7 +471,36 @@ mod tests {
             raft_index: 10,
             raft_term: 2,
             tool: "test".into(),
+            canary: None,
         }
+    }
+
+    #[test]
+    fn the_canary_is_optional_both_ways() {
+        let old = manifest(&"a".repeat(64), 3);
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("canary"), "no canary, no key: {text}");
+        let back: Manifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, old, "a manifest without the key still reads");
+        let with = Manifest {
+            canary: Some(Canary {
+                mount: "secret".into(),
+                path: "vault-backup/canary".into(),
+                taskrun: "backup-x1".into(),
+                written_at: "2026-11-24T06:37:00.123Z".into(),
+            }),
+            ..old
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.contains(r#""canary":{"mount":"secret","path":"vault-backup/canary""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), with);
+        assert_eq!(
+            with.canary.unwrap().data_path(),
+            "secret/data/vault-backup/canary"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use url::Url;
 use vault_backup_common::env::{self, ConfigError};
 use vault_backup_common::tekton::Results;
 pub use vault_backup_vault::config::DEFAULT_JWT_FILE;
+use vault_backup_vault::config::canary_location;
 pub use vault_backup_vault::{Auth, Tls};
 use vault_backup_vault::{VaultEnv, VaultSettings};
 
@@ -38,6 +39,20 @@ pub struct RawConfig {
     pub snapshot_timeout: Option<String>,
     pub snapshot_retries: Option<String>,
     pub snapshot_retry_delay: Option<String>,
+    pub canary_path: Option<String>,
+    pub canary_mount: Option<String>,
+    pub taskrun_name: Option<String>,
+}
+
+/// Where the canary goes and what it says, from `CANARY_PATH`, `CANARY_MOUNT`, `TASKRUN_NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySpec {
+    /// The KV v2 mount.
+    pub mount: String,
+    /// The secret's path in the mount.
+    pub path: String,
+    /// The TaskRun that writes it (`TASKRUN_NAME`, else `local`).
+    pub taskrun: String,
 }
 
 /// The validated configuration.
@@ -62,6 +77,8 @@ pub struct Config {
     pub retries: u32,
     /// `SNAPSHOT_RETRY_DELAY` (default 2s): the first backoff, doubled each retry up to 30 s.
     pub retry_delay: Duration,
+    /// The canary written just before the snapshot (`CANARY_PATH`), if any.
+    pub canary: Option<CanarySpec>,
     /// Where to write Tekton results.
     pub results: Results,
 }
@@ -125,6 +142,16 @@ impl TryFrom<RawConfig> for Config {
                 raw.snapshot_retry_delay.as_deref(),
                 Duration::from_secs(2),
             )?,
+            canary: canary_location(raw.canary_path.as_deref(), raw.canary_mount.as_deref())?.map(
+                |(mount, path)| CanarySpec {
+                    mount,
+                    path,
+                    taskrun: raw
+                        .taskrun_name
+                        .as_deref()
+                        .map_or_else(|| "local".to_owned(), |t| t.trim().to_owned()),
+                },
+            ),
             results: Results::default(),
         })
     }
@@ -179,6 +206,8 @@ mod tests {
     #[case(&[("VAULT_TOKEN", "s.abc\u{7}def")], "VAULT_TOKEN: the token is not usable as an HTTP header value")]
     #[case(&[("VAULT_TOKEN", "s.abc\ndef")], "VAULT_TOKEN: the token is not usable as an HTTP header value")]
     #[case(&[("VAULT_TOKEN", "t"), ("VAULT_NAMESPACE", "team\u{1}a")], "VAULT_NAMESPACE: the namespace is not usable")]
+    #[case(&[("VAULT_TOKEN", "t"), ("CANARY_PATH", "a/../b")], "CANARY_PATH: expected a KV path")]
+    #[case(&[("VAULT_TOKEN", "t"), ("CANARY_PATH", "c"), ("CANARY_MOUNT", "se cret")], "CANARY_MOUNT: expected a KV path")]
     fn bad_configs_name_the_variable(#[case] pairs: &[(&str, &str)], #[case] want: &str) {
         let dir = tempfile::tempdir().unwrap();
         let err = raw(dir.path().to_str().unwrap(), pairs)
@@ -190,6 +219,43 @@ mod tests {
         );
         assert!(!err.contains('\n'), "one line: {err:?}");
         assert!(!err.contains("abc"), "the value is never shown: {err:?}");
+    }
+
+    #[test]
+    fn the_canary_is_optional_and_defaults_to_the_secret_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(raw(d, &[("VAULT_TOKEN", "t")]).unwrap().canary, None);
+        let c = raw(
+            d,
+            &[
+                ("VAULT_TOKEN", "t"),
+                ("CANARY_PATH", "/vault-backup/canary/"),
+                ("TASKRUN_NAME", "backup-abc12"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.canary,
+            Some(CanarySpec {
+                mount: "secret".into(),
+                path: "vault-backup/canary".into(),
+                taskrun: "backup-abc12".into()
+            })
+        );
+        let c = raw(
+            d,
+            &[
+                ("VAULT_TOKEN", "t"),
+                ("CANARY_PATH", "canary"),
+                ("CANARY_MOUNT", "kv"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.canary.map(|c| (c.mount, c.taskrun)),
+            Some(("kv".into(), "local".into()))
+        );
     }
 
     #[test]

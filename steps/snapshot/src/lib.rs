@@ -14,12 +14,13 @@ pub mod error;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use vault_backup_common::artifact::{self, Artifact, MANIFEST_VERSION, Manifest};
+use chrono::{SecondsFormat, Utc};
+use vault_backup_common::artifact::{self, Artifact, Canary, MANIFEST_VERSION, Manifest};
 use vault_backup_common::exit::one_line;
 use vault_backup_common::fsutil;
 use vault_backup_common::progress::mb_per_s;
 
+use config::CanarySpec;
 pub use config::Config;
 pub use error::{Error, Result};
 
@@ -49,6 +50,7 @@ pub const USAGE: &str = "Takes a verified raft snapshot from the Vault/OpenBao l
 Configured by environment variables: VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, VAULT_NAMESPACE,
 one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID + VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE),
 SNAPSHOT_DIR, SNAPSHOT_PREFIX, SNAPSHOT_TIMEOUT, SNAPSHOT_RETRIES, SNAPSHOT_RETRY_DELAY,
+CANARY_PATH, CANARY_MOUNT (default secret) and TASKRUN_NAME for the canary a restore drill checks,
 RESULTS_DIR or RESULT_SNAPSHOT_NAME_PATH / RESULT_SNAPSHOT_SHA256_PATH / RESULT_SNAPSHOT_BYTES_PATH.
 Exit codes: 0 done, 1 failed after retries, 2 invalid configuration. See README.md.";
 
@@ -115,9 +117,35 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
     unreachable!("the loop returns on the last attempt")
 }
 
+/// Writes this run's canary to the leader just before the snapshot, so the snapshot holds it
+/// and the manifest can say what it must read back as.
+async fn write_canary(
+    vault: &Vault,
+    leader: &url::Url,
+    token: &vault_backup_common::Secret,
+    spec: &CanarySpec,
+) -> Result<Canary> {
+    let canary = Canary {
+        mount: spec.mount.clone(),
+        path: spec.path.clone(),
+        taskrun: spec.taskrun.clone(),
+        written_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    let value = serde_json::json!({ "taskrun": canary.taskrun, "written_at": canary.written_at });
+    vault
+        .write_kv2(leader, token, &canary.data_path(), &value)
+        .await?;
+    tracing::info!(path = %canary.data_path(), taskrun = %canary.taskrun, written_at = %canary.written_at, "canary written");
+    Ok(canary)
+}
+
 async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Summary> {
     let leader = vault.find_leader(&config.vault_addr).await?;
     let token = vault.login(&leader.addr, &config.auth).await?;
+    let canary = match &config.canary {
+        Some(spec) => Some(write_canary(vault, &leader.addr, &token, spec).await?),
+        None => None,
+    };
     let (served_by, response) = vault
         .open_snapshot(&leader.addr, &token, config.timeout)
         .await?;
@@ -158,6 +186,7 @@ async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Su
         raft_index: got.info.index,
         raft_term: got.info.term,
         tool: concat!("vault-snapshot ", env!("CARGO_PKG_VERSION")).to_owned(),
+        canary,
     };
     if let Err(e) = artifact::write_sidecars(dir, artifact, &manifest) {
         // A snapshot without its checksum file is incomplete by definition; don't leave one.

@@ -373,3 +373,97 @@ fn a_server_without_raft_storage_is_refused_without_retrying() {
     assert!(!stderr.contains("backing off"), "not retried: {stderr}");
     assert!(files(dir.path()).is_empty());
 }
+
+#[test]
+fn the_canary_is_written_before_the_snapshot_recorded_in_the_manifest_and_restores() {
+    let cluster = Cluster::start(1, Options::default());
+    cluster.enable_kv2("secret");
+    // The shipped policy, canary lines included, is all the login needs.
+    let token = cluster.token_with_policy("vault-backup", &shipped_policy());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", cluster.addr(0)),
+        ("VAULT_TOKEN", &token),
+        ("SNAPSHOT_DIR", &d),
+        ("CANARY_PATH", "vault-backup/canary"),
+        ("TASKRUN_NAME", "backup-run-1"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("canary written"), "{stderr}");
+    assert!(!stderr.contains(&token), "the token must never be logged");
+    let json = files(dir.path())
+        .into_iter()
+        .find(|f| f.ends_with(".snap.json"))
+        .expect("manifest");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(dir.path().join(&json)).unwrap()).unwrap();
+    let canary = manifest
+        .canary
+        .clone()
+        .expect("the manifest records the canary");
+    assert_eq!(
+        (
+            canary.mount.as_str(),
+            canary.path.as_str(),
+            canary.taskrun.as_str()
+        ),
+        ("secret", "vault-backup/canary", "backup-run-1")
+    );
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&canary.written_at).is_ok(),
+        "{canary:?}"
+    );
+    // What the cluster holds now is what the manifest says.
+    assert_eq!(
+        cluster
+            .read_secret_as(
+                0,
+                cluster.root_token(),
+                "secret/vault-backup/canary",
+                "written_at"
+            )
+            .unwrap()
+            .trim(),
+        canary.written_at
+    );
+    // And the snapshot holds it: written before the snapshot was taken.
+    let snap = dir.path().join(&manifest.file);
+    let restored =
+        cluster.restore_into_fresh_node_and_read(&snap, "secret/vault-backup/canary", "written_at");
+    assert_eq!(restored, canary.written_at);
+}
+
+#[test]
+fn a_login_without_the_canary_lines_exits_1_naming_the_canary_path() {
+    let cluster = Cluster::start(1, Options::default());
+    cluster.enable_kv2("secret");
+    let token = cluster.token_with_policy(
+        "snapshot-only",
+        r#"path "sys/storage/raft/snapshot" { capabilities = ["read"] }"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", cluster.addr(0)),
+        ("VAULT_TOKEN", &token),
+        ("SNAPSHOT_DIR", &d),
+        ("CANARY_PATH", "vault-backup/canary"),
+        ("SNAPSHOT_RETRY_DELAY", "1s"),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("denied the canary write to secret/data/vault-backup/canary")
+            && stderr.contains(r#"path "secret/data/vault-backup/canary""#)
+            && stderr.contains("tekton/vault-policy.hcl"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("backing off"),
+        "a 403 is not retried: {stderr}"
+    );
+    assert!(
+        files(dir.path()).is_empty(),
+        "no snapshot without its canary"
+    );
+}

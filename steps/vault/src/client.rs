@@ -380,6 +380,127 @@ impl Vault {
         }
     }
 
+    /// Writes `data` as the new version of the KV v2 secret at `data_path`
+    /// (`<mount>/data/<path>`), with `token`, in `VAULT_NAMESPACE` if set. A 403 names the
+    /// policy path and capabilities it needs.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::Sealed`], [`Error::RateLimited`], [`Error::Http`] or
+    /// transport errors.
+    pub async fn write_kv2(
+        &self,
+        addr: &Url,
+        token: &Secret,
+        data_path: &str,
+        data: &Value,
+    ) -> Result<()> {
+        let url = format!("{}/v1/{data_path}", base(addr));
+        let timeout = Duration::from_secs(30);
+        let resp = self
+            .http
+            .post(&url)
+            .headers(self.namespace_header())
+            .headers(Self::token_header(addr, token)?)
+            .json(&serde_json::json!({ "data": data }))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport(addr, e, timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(Self::refused(
+            addr,
+            status,
+            &body,
+            "the canary write to",
+            data_path,
+            "[\"create\", \"update\"]",
+        ))
+    }
+
+    /// Reads the current version of the KV v2 secret at `data_path` (`<mount>/data/<path>`):
+    /// its `data`, or `None` when there is no such secret (404).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::Sealed`], [`Error::RateLimited`], [`Error::Http`] or
+    /// transport errors.
+    pub async fn read_kv2(
+        &self,
+        addr: &Url,
+        token: &Secret,
+        data_path: &str,
+    ) -> Result<Option<Value>> {
+        let url = format!("{}/v1/{data_path}", base(addr));
+        let timeout = Duration::from_secs(30);
+        let resp = self
+            .http
+            .get(&url)
+            .headers(self.namespace_header())
+            .headers(Self::token_header(addr, token)?)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport(addr, e, timeout))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| self.transport(addr, e, timeout))?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status.is_success() {
+            let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            return Ok(Some(value["data"]["data"].clone()));
+        }
+        Err(Self::refused(
+            addr,
+            status,
+            &body,
+            "the canary read of",
+            data_path,
+            "[\"read\"]",
+        ))
+    }
+
+    /// The error for a refused request to `path`: 403 names the capabilities it needs.
+    fn refused(
+        addr: &Url,
+        status: StatusCode,
+        body: &str,
+        what: &'static str,
+        path: &str,
+        capabilities: &str,
+    ) -> Error {
+        let text = detail(body);
+        match status.as_u16() {
+            403 => Error::Forbidden {
+                addr: base(addr),
+                what: format!("{what} {path}"),
+                needs: format!(
+                    "path \"{path}\" {{ capabilities = {capabilities} }} (see tekton/vault-policy.hcl)"
+                ),
+            },
+            503 if text.to_ascii_lowercase().contains("sealed") => {
+                Error::Sealed { addr: base(addr) }
+            }
+            429 => Error::RateLimited {
+                addr: base(addr),
+                what,
+                detail: text,
+            },
+            s => Error::Http {
+                addr: base(addr),
+                what,
+                status: s,
+                detail: text,
+            },
+        }
+    }
+
     /// Sends the snapshot request to the leader and returns the response once it is a 200,
     /// following at most one redirect, and only to the leader itself.
     ///

@@ -220,6 +220,43 @@ fn mount(variable: &str, value: Option<&str>, default: &str) -> Result<String, C
     Ok(m.to_owned())
 }
 
+/// The KV v2 canary's mount and path from `CANARY_MOUNT` (default `secret`) and `CANARY_PATH`:
+/// `None` when `CANARY_PATH` is unset. Both are API path segments, without leading or trailing
+/// `/`, `.` or `..` parts, blanks or `?`/`#`.
+///
+/// # Errors
+/// A [`ConfigError`] naming the variable.
+pub fn canary_location(
+    path: Option<&str>,
+    mount: Option<&str>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let check = |variable: &str, value: &str, example: &str| {
+        let v = value.trim().trim_matches('/');
+        if v.is_empty()
+            || v.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+            || v.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+        {
+            return Err(ConfigError::new(
+                variable,
+                format!("expected a KV path such as {example:?}, got {v:?}"),
+            ));
+        }
+        Ok(v.to_owned())
+    };
+    let Some(path) = path else {
+        if mount.is_some() {
+            return Err(ConfigError::new(
+                "CANARY_MOUNT",
+                "is set but CANARY_PATH is not; set CANARY_PATH (e.g. vault-backup/canary) to use a canary",
+            ));
+        }
+        return Ok(None);
+    };
+    let path = check("CANARY_PATH", path, "vault-backup/canary")?;
+    let mount = check("CANARY_MOUNT", mount.unwrap_or("secret"), "secret")?;
+    Ok(Some((mount, path)))
+}
+
 impl TryFrom<VaultEnv> for VaultSettings {
     type Error = ConfigError;
 

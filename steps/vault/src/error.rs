@@ -116,6 +116,18 @@ pub enum Error {
         /// The node.
         addr: String,
     },
+    /// 403 on another path than the snapshot's: names what was asked and the policy it needs.
+    #[error(
+        "vault at {addr} denied {what} (403 permission denied): the token's policy needs {needs}"
+    )]
+    Forbidden {
+        /// The node.
+        addr: String,
+        /// What was asked, e.g. `the canary write to secret/data/vault-backup/canary`.
+        what: String,
+        /// The capability and path it needs, and the policy file that grants it.
+        needs: String,
+    },
     /// The cluster does not use integrated storage.
     #[error(
         "vault at {addr} does not use integrated storage (raft): {detail}; this tool backs up raft clusters only"

@@ -93,6 +93,7 @@ fn write_sidecars(dir: &Path, a: &Artifact, time: DateTime<Utc>, raft: (u64, u64
         raft_index: raft.0,
         raft_term: raft.1,
         tool: "sync-tests".into(),
+        canary: None,
     };
     artifact::write_sidecars(dir, a, &manifest).unwrap();
 }
@@ -239,6 +240,7 @@ pub fn stage_dated(dir: &Path, prefix: &str, times: &[DateTime<Utc>]) -> Vec<Art
                 raft_index: 1,
                 raft_term: 1,
                 tool: "sync-tests".into(),
+                canary: None,
             };
             artifact::write_sidecars(dir, &a, &m).unwrap();
             a
