@@ -35,11 +35,16 @@
 //! | `RESULT_PRUNE_OUTCOME_PATH` | unset | file for the `prune-outcome` result: `deleted 3, kept 10`, `dry run: would delete 3, kept 10` or `failed: <error>` |
 //! | `RESULT_GUARD_OUTCOME_PATH` | unset | file for the `guard-outcome` result: `clear`, `blocked by <name>` or `failed: <error>` |
 //! | `RESULTS_DIR` | unset | directory to write results to, one file per result, where no own path is given |
+//!
+//! The `METRICS_*` variables of [`vault_backup_common::metrics`] push each prune run's outcome
+//! and its TaskRuns deleted and kept to a Prometheus Pushgateway; guard mode pushes nothing
+//! (see [`metrics`]).
 
 pub mod config;
 pub mod error;
 pub mod guard;
 pub mod kube;
+pub mod metrics;
 pub mod outcome;
 pub mod policy;
 
