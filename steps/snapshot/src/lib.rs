@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
