@@ -10,4 +10,4 @@ pub mod s3config;
 pub mod store;
 
 pub use s3config::{S3Config, S3Env};
-pub use store::{Entry, Error, Result, Store, Writer};
+pub use store::{ByteStream, Entry, Error, Result, Store, Writer};

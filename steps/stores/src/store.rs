@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
@@ -105,6 +106,16 @@ pub trait Store: Send + Sync {
     fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>>;
     /// The whole of a small `file`, or `None` if it does not exist.
     fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
+    /// The whole of `file` as a stream of chunks, or `None` if it does not exist: for a
+    /// snapshot, which is never held in memory. The default reads it whole with
+    /// [`Store::read`]; the stores here override it to stream.
+    fn open<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>>> {
+        Box::pin(async move {
+            Ok(self.read(file).await?.map(|body| {
+                futures::stream::once(futures::future::ready(Ok(Bytes::from(body)))).boxed()
+            }))
+        })
+    }
     /// The size of `file`, or `None` if it does not exist.
     fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
     /// The SHA-256 (hex) of `file` as stored, where the store can tell it cheaply; `None` where
@@ -130,6 +141,9 @@ pub trait Store: Send + Sync {
     /// Deletes `file`; a file already gone is not an error.
     fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<()>>;
 }
+
+/// The bytes of a file, as a store reads them back.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// A file being written to a store.
 pub trait Writer: Send {
@@ -318,6 +332,22 @@ impl Store for ObjectStoreBacked {
                 .await
                 .map(|b| Some(b.to_vec()))
                 .map_err(|e| self.err("reading", file, e))
+        })
+    }
+
+    fn open<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>>> {
+        Box::pin(async move {
+            let got = match self.inner.get(&self.path(file)).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.err("reading", file, e)),
+            };
+            let (name, target) = (self.name, self.location(file));
+            Ok(Some(
+                got.into_stream()
+                    .map_err(move |e| Error::new(name, "reading", target.clone(), e))
+                    .boxed(),
+            ))
         })
     }
 
@@ -535,6 +565,34 @@ impl Store for DirStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(self.err("reading", file, e)),
             }
+        })
+    }
+
+    fn open<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>>> {
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt as _;
+            let f = match tokio::fs::File::open(self.dir.join(file)).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.err("reading", file, e)),
+            };
+            let target = self.location(file);
+            let stream = futures::stream::try_unfold(f, move |mut f| {
+                let target = target.clone();
+                async move {
+                    let mut buf = vec![0u8; DIR_CHUNK_SIZE];
+                    let n = f
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| Error::new("dir", "reading", target, e))?;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    buf.truncate(n);
+                    Ok(Some((Bytes::from(buf), f)))
+                }
+            });
+            Ok(Some(stream.boxed()))
         })
     }
 

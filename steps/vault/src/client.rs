@@ -42,10 +42,13 @@ pub struct LeaderInfo {
     /// The active node's API address.
     #[serde(default)]
     pub leader_address: String,
+    /// The raft index committed on this node (OpenBao and Vault with raft storage).
+    #[serde(default)]
+    pub raft_committed_index: Option<u64>,
 }
 
 /// What `sys/seal-status` said (the fields this step uses).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SealStatus {
     /// Whether the node is sealed.
     #[serde(default)]
@@ -56,6 +59,39 @@ pub struct SealStatus {
     /// The storage backend, where the server reports it.
     #[serde(default)]
     pub storage_type: Option<String>,
+    /// Whether the node is initialized.
+    #[serde(default)]
+    pub initialized: bool,
+    /// The seal type: `shamir`, or an auto-unseal (`transit`, `awskms`, ...).
+    #[serde(default, rename = "type")]
+    pub seal_type: Option<String>,
+    /// Keys needed to unseal.
+    #[serde(default, rename = "t")]
+    pub threshold: u32,
+    /// Keys given so far.
+    #[serde(default)]
+    pub progress: u32,
+}
+
+/// What `sys/init` returned: never logged, never written anywhere.
+#[derive(Debug)]
+pub struct Init {
+    /// The new root token.
+    pub root_token: Secret,
+    /// The new unseal keys (shamir seal) or recovery keys (auto-unseal).
+    pub keys: Vec<Secret>,
+}
+
+/// How an unseal key was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unseal {
+    /// Accepted; the node's seal status after it.
+    Accepted(SealStatus),
+    /// Refused as not a key of this node's keyring (Vault's own words in `detail`).
+    WrongKey {
+        /// What Vault said, e.g. `cipher: message authentication failed`.
+        detail: String,
+    },
 }
 
 /// The leader a snapshot will be taken from.
@@ -499,6 +535,178 @@ impl Vault {
                 detail: text,
             },
         }
+    }
+
+    /// `PUT sys/init` on a fresh node with one share and a threshold of one: unseal shares for a
+    /// shamir seal, recovery shares (`recovery` true) for an auto-unseal. For throw-away nodes
+    /// (the restore drill's scratch node) only.
+    ///
+    /// # Errors
+    /// [`Error::Http`] (e.g. 400 "already initialized") or transport errors.
+    pub async fn init(&self, addr: &Url, recovery: bool) -> Result<Init> {
+        let body = if recovery {
+            serde_json::json!({ "recovery_shares": 1, "recovery_threshold": 1 })
+        } else {
+            serde_json::json!({ "secret_shares": 1, "secret_threshold": 1 })
+        };
+        let (status, text) = self.send_json(addr, reqwest::Method::PUT, "sys/init", None, &body).await?;
+        if !status.is_success() {
+            return Err(Error::Http {
+                addr: base(addr),
+                what: "sys/init",
+                status: status.as_u16(),
+                detail: detail(&text),
+            });
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let root_token = v["root_token"]
+            .as_str()
+            .map(Secret::new)
+            .ok_or_else(|| Error::Http {
+                addr: base(addr),
+                what: "sys/init",
+                status: status.as_u16(),
+                detail: "the answer holds no root_token".into(),
+            })?;
+        let field = if recovery { "recovery_keys_b64" } else { "keys_b64" };
+        let keys = v[field]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(Secret::new).collect())
+            .unwrap_or_default();
+        Ok(Init { root_token, keys })
+    }
+
+    /// `PUT sys/unseal` with one key.
+    ///
+    /// # Errors
+    /// [`Error::Http`] for answers other than acceptance or a wrong key, or transport errors.
+    pub async fn unseal(&self, addr: &Url, key: &Secret) -> Result<Unseal> {
+        let body = serde_json::json!({ "key": key.expose() });
+        let (status, text) = self
+            .send_json(addr, reqwest::Method::PUT, "sys/unseal", None, &body)
+            .await?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map(Unseal::Accepted)
+                .map_err(|e| Error::Http {
+                    addr: base(addr),
+                    what: "sys/unseal",
+                    status: status.as_u16(),
+                    detail: format!("unreadable seal status: {e}"),
+                });
+        }
+        let text = detail(&text);
+        let lower = text.to_ascii_lowercase();
+        // Vault's words for a key of another keyring, a malformed one, or a share that does not
+        // combine; never the key itself.
+        if status == StatusCode::BAD_REQUEST
+            && (lower.contains("message authentication failed")
+                || lower.contains("invalid key")
+                || lower.contains("unseal failed")
+                || lower.contains("'key' must be a valid hex or base64 string"))
+        {
+            return Ok(Unseal::WrongKey { detail: text });
+        }
+        Err(Error::Http {
+            addr: base(addr),
+            what: "sys/unseal",
+            status: status.as_u16(),
+            detail: text,
+        })
+    }
+
+    /// POSTs the snapshot file at `path` to the leader's `sys/storage/raft/snapshot` (or
+    /// `snapshot-force` for a snapshot of another cluster), streamed from disk, never read into
+    /// memory. `policy` names the policy file a 403 points to.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::Sealed`], [`Error::Http`] (400 "could not verify hash
+    /// file" for another cluster's snapshot without force), [`Error::Io`] or transport errors.
+    pub async fn restore(
+        &self,
+        leader: &Url,
+        token: &Secret,
+        path: &std::path::Path,
+        force: bool,
+        timeout: Duration,
+        policy: &str,
+    ) -> Result<()> {
+        use tokio::io::AsyncReadExt as _;
+        let api = if force {
+            "sys/storage/raft/snapshot-force"
+        } else {
+            "sys/storage/raft/snapshot"
+        };
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let body = futures::stream::try_unfold(file, |mut f| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            buf.truncate(n);
+            Ok(Some((bytes::Bytes::from(buf), f)))
+        });
+        let url = format!("{}/v1/{api}", base(leader));
+        let resp = self
+            .http
+            .post(&url)
+            .headers(Self::token_header(leader, token)?)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .body(reqwest::Body::wrap_stream(body))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport(leader, e, timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        if status == StatusCode::FORBIDDEN {
+            return Err(Error::Forbidden {
+                addr: base(leader),
+                what: format!("the restore through {api}"),
+                needs: format!(
+                    "path \"{api}\" {{ capabilities = [\"update\"] }} (see {policy})"
+                ),
+            });
+        }
+        Err(Self::refused(leader, status, &text, "the restore", api, "[\"update\"]"))
+    }
+
+    /// Sends `body` as JSON to `v1/<path>` (with `token` if given) and returns the status and
+    /// the body text.
+    async fn send_json(
+        &self,
+        addr: &Url,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: &Value,
+    ) -> Result<(StatusCode, String)> {
+        let url = format!("{}/v1/{path}", base(addr));
+        let timeout = Duration::from_secs(60);
+        let mut req = self.http.request(method, &url).json(body).timeout(timeout);
+        if let Some(token) = token {
+            req = req.headers(Self::token_header(addr, token)?);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport(addr, e, timeout))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| self.transport(addr, e, timeout))?;
+        Ok((status, text))
     }
 
     /// Sends the snapshot request to the leader and returns the response once it is a 200,

@@ -131,22 +131,28 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// A broken body: the transport's or the store's error.
+type StreamError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the receiving task saw of the body.
 struct Body {
     bytes: u64,
-    error: Option<reqwest::Error>,
+    error: Option<StreamError>,
 }
 
 /// Reads the body and sends it on in batches to both threads, until it ends, breaks, or a
 /// thread stops taking it.
-async fn forward(
-    response: reqwest::Response,
+async fn forward<S, E>(
+    mut stream: S,
     to_writer: mpsc::Sender<Batch>,
     to_checker: mpsc::Sender<Batch>,
-) -> Body {
+) -> Body
+where
+    S: futures::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: Into<StreamError> + Send,
+{
     let mut bytes = 0u64;
     let mut progress = Progress::start();
-    let mut stream = response.bytes_stream();
     let mut batch: Batch = Vec::new();
     let mut batch_bytes = 0;
     let mut error = None;
@@ -160,7 +166,7 @@ async fn forward(
                 false
             }
             Some(Err(e)) => {
-                error = Some(e);
+                error = Some(e.into());
                 true
             }
             None => true,
@@ -190,6 +196,20 @@ async fn forward(
 /// [`Error::Io`] for the temp file, [`Error::Stream`] if the body broke off,
 /// [`Error::Archive`] if the archive fails its checks.
 pub async fn receive(response: reqwest::Response, dir: &Path, addr: &str) -> Result<Received> {
+    receive_stream(response.bytes_stream(), dir, addr).await
+}
+
+/// Like [`receive`], from any byte stream: a snapshot read back from a store. `source` names
+/// where it comes from in errors (`s3://bucket/prefix/vault-....snap`, a path).
+///
+/// # Errors
+/// As [`receive`].
+pub async fn receive_stream<S, E>(stream: S, dir: &Path, source: &str) -> Result<Received>
+where
+    S: futures::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<StreamError> + Send + 'static,
+{
+    let addr = source;
     let io = |source| Error::Io {
         path: dir.to_owned(),
         source,
@@ -207,7 +227,7 @@ pub async fn receive(response: reqwest::Response, dir: &Path, addr: &str) -> Res
     });
     // A task of its own, so it runs beside the connection task rather than waking this one's
     // thread for every chunk; aborted if this attempt is dropped.
-    let mut forwarder = AbortOnDrop(tokio::spawn(forward(response, to_writer, to_checker)));
+    let mut forwarder = AbortOnDrop(tokio::spawn(forward(stream, to_writer, to_checker)));
 
     let body = (&mut forwarder.0)
         .await

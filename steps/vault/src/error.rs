@@ -51,7 +51,7 @@ pub enum Error {
         variable: &'static str,
     },
     /// The node is sealed (503).
-    #[error("vault at {addr} is sealed; unseal it before taking a backup")]
+    #[error("vault at {addr} is sealed; unseal it first")]
     Sealed {
         /// The node.
         addr: String,
@@ -169,9 +169,9 @@ pub enum Error {
         addr: String,
         /// Bytes received.
         bytes: u64,
-        /// The transport error.
+        /// The transport or store error.
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The archive failed its own checks.
     #[error("the snapshot from {addr} is not a whole raft snapshot ({bytes} bytes received)")]

@@ -12,6 +12,6 @@ pub mod config;
 pub mod download;
 pub mod error;
 
-pub use client::{Leader, LeaderInfo, SealStatus, Vault};
+pub use client::{Init, Leader, LeaderInfo, SealStatus, Unseal, Vault};
 pub use config::{Auth, Tls, VaultEnv, VaultSettings};
 pub use error::{Error, Result};

@@ -1,0 +1,472 @@
+//! The restore step's configuration: the environment, exactly as documented, into a checked
+//! [`Config`]. Nothing here touches a store or a Vault; a bad value, or a cluster restore whose
+//! `RESTORE_CONFIRM` does not name the snapshot, stops the step with exit 2 before anything is
+//! fetched or sent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vault_backup_common::artifact;
+use vault_backup_common::env::{self, ConfigError, Secret};
+use vault_backup_common::tekton::Results;
+use vault_backup_stores::S3Env;
+use vault_backup_stores::s3config::s3_config;
+use vault_backup_vault::config::canary_location;
+use vault_backup_vault::{VaultEnv, VaultSettings};
+
+pub use vault_backup_stores::S3Config;
+
+/// The name of the restored snapshot.
+pub const RESULT_RESTORED_SNAPSHOT: &str = "restored-snapshot";
+/// Seconds the whole run took, fetch and checks included.
+pub const RESULT_RESTORE_SECONDS: &str = "restore-seconds";
+/// Drill: `ok` or `skipped`.
+pub const RESULT_CANARY: &str = "canary";
+/// Drill: the restored node's raft index; cluster: the manifest's.
+pub const RESULT_RAFT_INDEX: &str = "raft-index";
+/// Cluster: `true` or `false` after the restore.
+pub const RESULT_SEALED: &str = "sealed";
+/// Cluster: the name of the pre-restore snapshot in `SNAPSHOT_DIR`.
+pub const RESULT_SAFETY_SNAPSHOT: &str = "safety-snapshot";
+
+/// The Tekton results this step writes (each mode writes its own subset).
+pub const RESULTS: [&str; 6] = [
+    RESULT_RESTORED_SNAPSHOT,
+    RESULT_RESTORE_SECONDS,
+    RESULT_CANARY,
+    RESULT_RAFT_INDEX,
+    RESULT_SEALED,
+    RESULT_SAFETY_SNAPSHOT,
+];
+
+/// The prefix of the safety snapshot's name: `pre-restore-<UTC timestamp>`.
+pub const SAFETY_PREFIX: &str = "pre-restore";
+
+/// The variables, exactly as documented; all optional strings so that errors can name the
+/// variable without echoing its value.
+#[derive(Debug, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct RawConfig {
+    pub restore_mode: Option<String>,
+    pub snapshot_dir: String,
+    pub snapshot_name: Option<String>,
+    pub snapshot_prefix: Option<String>,
+    pub restore_from: Option<String>,
+    pub backup_dir: Option<String>,
+    pub bucket_host: Option<String>,
+    pub bucket_port: Option<String>,
+    pub bucket_name: Option<String>,
+    pub bucket_region: Option<String>,
+    pub bucket_subregion: Option<String>,
+    pub bucket_ssl: Option<String>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: Option<String>,
+    pub s3_tls: Option<String>,
+    pub s3_cacert: Option<String>,
+    pub vault_addr: String,
+    pub vault_cacert: Option<String>,
+    pub vault_skip_verify: Option<String>,
+    pub vault_namespace: Option<String>,
+    pub vault_token: Option<String>,
+    pub vault_token_file: Option<String>,
+    pub vault_role_id: Option<String>,
+    pub vault_secret_id: Option<String>,
+    pub vault_secret_id_file: Option<String>,
+    pub vault_approle_mount: Option<String>,
+    pub vault_auth_role: Option<String>,
+    pub vault_auth_mount: Option<String>,
+    pub vault_auth_jwt_file: Option<String>,
+    pub restore_confirm: Option<String>,
+    pub restore_force: Option<String>,
+    pub drill_unseal_keys_file: Option<String>,
+    pub canary_path: Option<String>,
+    pub canary_mount: Option<String>,
+    pub restore_timeout: Option<String>,
+}
+
+/// The store the snapshot is fetched from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// S3, with the sync step's variables.
+    S3(S3Config),
+    /// A directory (`BACKUP_DIR`).
+    Dir(PathBuf),
+}
+
+/// What the run does.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Restore into the cluster at `VAULT_ADDR` (disaster recovery).
+    Cluster {
+        /// `RESTORE_CONFIRM`: must equal the snapshot's name.
+        confirm: String,
+        /// `RESTORE_FORCE`: use `snapshot-force` (a snapshot of another cluster).
+        force: bool,
+    },
+    /// Restore into the throw-away node at `VAULT_ADDR` and prove the snapshot.
+    Drill {
+        /// The unseal keys of the source cluster (`DRILL_UNSEAL_KEYS_FILE`, one per line);
+        /// empty when the seal auto-unseals.
+        unseal_keys: Vec<Secret>,
+        /// `(mount, path)` of the canary from `CANARY_MOUNT`/`CANARY_PATH`, if set.
+        canary: Option<(String, String)>,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What the run does.
+    pub mode: Mode,
+    /// `SNAPSHOT_DIR`: the scratch workspace.
+    pub snapshot_dir: PathBuf,
+    /// `SNAPSHOT_NAME`, or `None` for the newest complete snapshot in the store.
+    pub snapshot_name: Option<String>,
+    /// `SNAPSHOT_PREFIX` (default `vault`).
+    pub prefix: String,
+    /// Where the snapshot comes from.
+    pub source: Source,
+    /// `VAULT_ADDR`, TLS and login.
+    pub vault: VaultSettings,
+    /// `RESTORE_TIMEOUT` (default 5m): the limit for each wait (node answering, leader,
+    /// active) and for the restore request itself.
+    pub timeout: Duration,
+    /// Where to write Tekton results.
+    pub results: Results,
+}
+
+impl RawConfig {
+    /// The Vault variables, for the shared parser.
+    #[must_use]
+    pub fn vault_env(&self) -> VaultEnv {
+        VaultEnv {
+            vault_addr: self.vault_addr.clone(),
+            vault_cacert: self.vault_cacert.clone(),
+            vault_skip_verify: self.vault_skip_verify.clone(),
+            vault_namespace: self.vault_namespace.clone(),
+            vault_token: self.vault_token.clone(),
+            vault_token_file: self.vault_token_file.clone(),
+            vault_role_id: self.vault_role_id.clone(),
+            vault_secret_id: self.vault_secret_id.clone(),
+            vault_secret_id_file: self.vault_secret_id_file.clone(),
+            vault_approle_mount: self.vault_approle_mount.clone(),
+            vault_auth_role: self.vault_auth_role.clone(),
+            vault_auth_mount: self.vault_auth_mount.clone(),
+            vault_auth_jwt_file: self.vault_auth_jwt_file.clone(),
+        }
+    }
+
+    /// The S3 variables, for the shared parser.
+    #[must_use]
+    pub fn s3_env(&self) -> S3Env {
+        S3Env {
+            bucket_host: self.bucket_host.clone(),
+            bucket_port: self.bucket_port.clone(),
+            bucket_name: self.bucket_name.clone(),
+            bucket_region: self.bucket_region.clone(),
+            bucket_subregion: self.bucket_subregion.clone(),
+            bucket_ssl: self.bucket_ssl.clone(),
+            aws_access_key_id: self.aws_access_key_id.clone(),
+            aws_secret_access_key: self.aws_secret_access_key.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_bucket: self.s3_bucket.clone(),
+            s3_prefix: self.s3_prefix.clone(),
+            s3_tls: self.s3_tls.clone(),
+            s3_cacert: self.s3_cacert.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is missing or unusable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Self::try_from(env::from_env::<RawConfig>()?)?;
+        config.results = Results::from_env(&RESULTS);
+        Ok(config)
+    }
+}
+
+/// A snapshot name as a file name stem: no path, no suffix.
+fn snapshot_name(variable: &str, name: &str) -> Result<String, ConfigError> {
+    let name = name.trim();
+    if name.ends_with(artifact::SNAP_SUFFIX) || name.contains(".snap.") {
+        return Err(ConfigError::new(
+            variable,
+            format!("expected the snapshot name without its .snap suffix, got {name:?}"),
+        ));
+    }
+    env::name_prefix(variable, Some(name), "").map_err(|_| {
+        ConfigError::new(
+            variable,
+            format!(
+                "expected a snapshot name of letters, digits, '-', '_' or '.' such as vault-20261124T063700Z, got {name:?}"
+            ),
+        )
+    })
+}
+
+fn source(raw: &RawConfig) -> Result<Source, ConfigError> {
+    let s3 = s3_config(&raw.s3_env())?;
+    let dir = raw
+        .backup_dir
+        .as_deref()
+        .map(|d| env::existing_dir("BACKUP_DIR", d.trim()))
+        .transpose()?;
+    let from = raw.restore_from.as_deref().map(str::trim);
+    match (from, s3, dir) {
+        (Some("s3"), Some(s3), _) | (None, Some(s3), None) => Ok(Source::S3(s3)),
+        (Some("dir"), _, Some(dir)) | (None, None, Some(dir)) => Ok(Source::Dir(dir)),
+        (Some("s3"), None, _) => Err(ConfigError::new(
+            "RESTORE_FROM",
+            "is s3 but no bucket is configured; set BUCKET_HOST and BUCKET_NAME, or S3_ENDPOINT and S3_BUCKET",
+        )),
+        (Some("dir"), _, None) => Err(ConfigError::new(
+            "RESTORE_FROM",
+            "is dir but BACKUP_DIR is not set",
+        )),
+        (Some(other), _, _) => Err(ConfigError::new(
+            "RESTORE_FROM",
+            format!("expected s3 or dir, got {other:?}"),
+        )),
+        (None, Some(_), Some(_)) => Err(ConfigError::new(
+            "RESTORE_FROM",
+            "both an S3 bucket and BACKUP_DIR are configured; set RESTORE_FROM to s3 or dir",
+        )),
+        (None, None, None) => Err(ConfigError::new(
+            "BUCKET_NAME, S3_BUCKET, BACKUP_DIR",
+            "no store to restore from; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, or BACKUP_DIR",
+        )),
+    }
+}
+
+/// Reads `DRILL_UNSEAL_KEYS_FILE`: one key per line, blank lines ignored.
+fn unseal_keys(path: Option<&str>) -> Result<Vec<Secret>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = env::read_secret_file("DRILL_UNSEAL_KEYS_FILE", std::path::Path::new(path.trim()))?;
+    let keys: Vec<Secret> = text
+        .expose()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(Secret::new)
+        .collect();
+    if keys.is_empty() {
+        return Err(ConfigError::new(
+            "DRILL_UNSEAL_KEYS_FILE",
+            format!("{path} holds no key; write one unseal key per line"),
+        ));
+    }
+    Ok(keys)
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let drill = match raw.restore_mode.as_deref().map(str::trim) {
+            None | Some("cluster") => false,
+            Some("drill") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "RESTORE_MODE",
+                    format!("expected cluster or drill, got {other:?}"),
+                ));
+            }
+        };
+        let snapshot_name = raw
+            .snapshot_name
+            .as_deref()
+            .map(|n| snapshot_name("SNAPSHOT_NAME", n))
+            .transpose()?;
+        let mode = if drill {
+            for (var, set) in [
+                ("RESTORE_CONFIRM", raw.restore_confirm.is_some()),
+                ("RESTORE_FORCE", raw.restore_force.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        var,
+                        "applies to RESTORE_MODE=cluster only; the drill always restores into its own scratch node",
+                    ));
+                }
+            }
+            Mode::Drill {
+                unseal_keys: unseal_keys(raw.drill_unseal_keys_file.as_deref())?,
+                canary: canary_location(raw.canary_path.as_deref(), raw.canary_mount.as_deref())?,
+            }
+        } else {
+            for (var, set) in [
+                (
+                    "DRILL_UNSEAL_KEYS_FILE",
+                    raw.drill_unseal_keys_file.is_some(),
+                ),
+                ("CANARY_PATH", raw.canary_path.is_some()),
+                ("CANARY_MOUNT", raw.canary_mount.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::new(var, "applies to RESTORE_MODE=drill only"));
+                }
+            }
+            let confirm = raw.restore_confirm.as_deref().map(str::trim).ok_or_else(|| {
+                ConfigError::new(
+                    "RESTORE_CONFIRM",
+                    format!(
+                        "is not set; a restore overwrites everything in the cluster, so set RESTORE_CONFIRM to the exact name of the snapshot to restore{}",
+                        snapshot_name
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    ),
+                )
+            })?;
+            if let Some(name) = &snapshot_name
+                && confirm != name
+            {
+                return Err(ConfigError::new(
+                    "RESTORE_CONFIRM",
+                    format!(
+                        "names {confirm:?} but the snapshot to restore is {name:?}; set it to the exact snapshot name"
+                    ),
+                ));
+            }
+            Mode::Cluster {
+                confirm: confirm.to_owned(),
+                force: env::parse_bool("RESTORE_FORCE", raw.restore_force.as_deref(), false)?,
+            }
+        };
+        let vault = VaultSettings::try_from(raw.vault_env())?;
+        Ok(Self {
+            mode,
+            snapshot_dir: env::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?,
+            snapshot_name,
+            prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
+            source: source(&raw)?,
+            vault,
+            timeout: env::parse_duration(
+                "RESTORE_TIMEOUT",
+                raw.restore_timeout.as_deref(),
+                Duration::from_secs(300),
+            )?,
+            results: Results::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn config(dir: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut vars: Vec<(String, String)> = vec![
+            ("VAULT_ADDR".into(), "http://127.0.0.1:8200".into()),
+            ("VAULT_TOKEN".into(), "s.secret-token".into()),
+            ("SNAPSHOT_DIR".into(), dir.into()),
+            ("BACKUP_DIR".into(), dir.into()),
+        ];
+        for (k, v) in pairs {
+            vars.retain(|(name, _)| name != k);
+            vars.push(((*k).into(), (*v).into()));
+        }
+        Config::try_from(env::from_iter::<RawConfig, _>(vars)?)
+    }
+
+    #[test]
+    fn a_cluster_restore_of_a_named_snapshot_with_its_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let c = config(
+            d,
+            &[
+                ("SNAPSHOT_NAME", "vault-20261124T063700Z"),
+                ("RESTORE_CONFIRM", "vault-20261124T063700Z"),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(c.mode, Mode::Cluster { force: false, .. }));
+        assert!(matches!(c.source, Source::Dir(_)));
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert!(!format!("{c:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn a_drill_reads_the_keys_and_the_canary() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, "key-one\n\n key-two \n").unwrap();
+        let c = config(
+            d,
+            &[
+                ("RESTORE_MODE", "drill"),
+                ("DRILL_UNSEAL_KEYS_FILE", keys.to_str().unwrap()),
+                ("CANARY_PATH", "vault-backup/canary"),
+            ],
+        )
+        .unwrap();
+        let Mode::Drill {
+            unseal_keys,
+            canary,
+        } = &c.mode
+        else {
+            panic!("drill");
+        };
+        assert_eq!(
+            unseal_keys,
+            &vec![Secret::new("key-one"), Secret::new("key-two")]
+        );
+        assert_eq!(
+            canary,
+            &Some(("secret".into(), "vault-backup/canary".into()))
+        );
+        assert!(!format!("{c:?}").contains("key-one"));
+    }
+
+    #[rstest]
+    #[case(&[], "RESTORE_CONFIRM: is not set")]
+    #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z")], "RESTORE_CONFIRM: is not set; a restore overwrites everything in the cluster, so set RESTORE_CONFIRM to the exact name of the snapshot to restore (vault-20261124T063700Z)")]
+    #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z"), ("RESTORE_CONFIRM", "vault-20261125T063700Z")], "RESTORE_CONFIRM: names \"vault-20261125T063700Z\" but the snapshot to restore is \"vault-20261124T063700Z\"")]
+    #[case(&[("RESTORE_MODE", "test")], "RESTORE_MODE: expected cluster or drill")]
+    #[case(&[("RESTORE_MODE", "drill"), ("RESTORE_CONFIRM", "x")], "RESTORE_CONFIRM: applies to RESTORE_MODE=cluster only")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("CANARY_PATH", "c")], "CANARY_PATH: applies to RESTORE_MODE=drill only")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("SNAPSHOT_NAME", "x.snap")], "SNAPSHOT_NAME: expected the snapshot name without its .snap suffix")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("S3_BUCKET", "b"), ("S3_ENDPOINT", "http://127.0.0.1:1"), ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")], "RESTORE_FROM: both an S3 bucket and BACKUP_DIR are configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "s3")], "RESTORE_FROM: is s3 but no bucket is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "tape")], "RESTORE_FROM: expected s3 or dir")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FORCE", "maybe")], "RESTORE_FORCE: expected true or false")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_TIMEOUT", "soon")], "RESTORE_TIMEOUT: expected a positive duration")]
+    #[case(&[("RESTORE_MODE", "drill"), ("DRILL_UNSEAL_KEYS_FILE", "/nonexistent/keys")], "DRILL_UNSEAL_KEYS_FILE: cannot read /nonexistent/keys")]
+    fn bad_configs_name_the_variable(#[case] pairs: &[(&str, &str)], #[case] want: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let err = config(dir.path().to_str().unwrap(), pairs)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(want), "got {err:?}, want {want:?}");
+        assert!(!err.contains('\n'), "one line: {err:?}");
+        assert!(!err.contains("secret-token"), "{err:?}");
+    }
+
+    #[test]
+    fn neither_store_is_exit_2_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars: Vec<(String, String)> = vec![
+            ("VAULT_ADDR".into(), "http://127.0.0.1:8200".into()),
+            ("VAULT_TOKEN".into(), "t".into()),
+            ("SNAPSHOT_DIR".into(), dir.path().display().to_string()),
+            ("RESTORE_CONFIRM".into(), "x".into()),
+        ];
+        vars.sort();
+        let err = Config::try_from(env::from_iter::<RawConfig, _>(vars).unwrap()).unwrap_err();
+        assert_eq!(err.variable, "BUCKET_NAME, S3_BUCKET, BACKUP_DIR");
+    }
+}

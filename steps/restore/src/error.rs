@@ -1,0 +1,191 @@
+//! What can stop a restore or a drill, and its exit code: 2 for configuration (including a
+//! `RESTORE_CONFIRM` that does not name the snapshot), 1 for everything else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vault_backup_common::ExitStatus;
+use vault_backup_common::env::ConfigError;
+use vault_backup_common::exit;
+
+/// The restore step's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failure of the restore step. Messages name the object or node, then the cause, then a
+/// hint; they never contain a token, key or secret id.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `RESTORE_CONFIRM` does not name the snapshot that `SNAPSHOT_NAME` left to the store.
+    #[error(
+        "RESTORE_CONFIRM: names {confirm:?} but the newest complete snapshot in {store} is {name:?}; set RESTORE_CONFIRM (or SNAPSHOT_NAME and RESTORE_CONFIRM) to the exact snapshot name. Nothing was restored"
+    )]
+    NotConfirmed {
+        /// What `RESTORE_CONFIRM` says.
+        confirm: String,
+        /// The snapshot that would be restored.
+        name: String,
+        /// The store.
+        store: String,
+    },
+    /// Talking to Vault or receiving a snapshot failed.
+    #[error(transparent)]
+    Vault(#[from] vault_backup_vault::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] vault_backup_stores::Error),
+    /// The store holds no complete snapshot with this prefix.
+    #[error(
+        "{store} holds no complete snapshot named {prefix}-<timestamp> (one with its .sha256); check the store variables and SNAPSHOT_PREFIX"
+    )]
+    NoSnapshot {
+        /// The store.
+        store: String,
+        /// The prefix.
+        prefix: String,
+    },
+    /// A file of the snapshot is missing from the store.
+    #[error("{object} does not exist; check SNAPSHOT_NAME and the store")]
+    Missing {
+        /// The object or path.
+        object: String,
+    },
+    /// The `.sha256` or the manifest cannot be read.
+    #[error("{object} is not usable: {detail}")]
+    BadSidecar {
+        /// The object or path.
+        object: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The fetched snapshot does not hash to its `.sha256`.
+    #[error(
+        "{object} hashes to {actual} but its .sha256 says {expected}; the copy is damaged and was not restored anywhere"
+    )]
+    ChecksumMismatch {
+        /// The object.
+        object: String,
+        /// The digest in the `.sha256`.
+        expected: String,
+        /// The digest of the bytes fetched.
+        actual: String,
+    },
+    /// A local file could not be written.
+    #[error("cannot write {}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sidecars of the safety snapshot could not be written.
+    #[error(transparent)]
+    Artifact(#[from] vault_backup_common::artifact::ArtifactError),
+    /// The safety snapshot of the target's current state failed: nothing was restored.
+    #[error("the safety snapshot of {addr} before the restore failed, so nothing was restored")]
+    SafetySnapshot {
+        /// The target.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Something did not happen in time.
+    #[error("{what} within {after:?} (RESTORE_TIMEOUT)")]
+    Timeout {
+        /// What was awaited, e.g. `vault at X did not become active`.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The scratch node is not fresh.
+    #[error(
+        "the scratch node at {addr} is already initialized; the drill restores only into a fresh, uninitialized node (point VAULT_ADDR at the drill's sidecar, whose storage is an emptyDir)"
+    )]
+    NotFresh {
+        /// The node.
+        addr: String,
+    },
+    /// The restored node stays sealed and no keys were given.
+    #[error(
+        "the scratch node at {addr} is sealed after the restore and DRILL_UNSEAL_KEYS_FILE is not set; give the source cluster's unseal keys (one per line) unless the seal auto-unseals"
+    )]
+    NoUnsealKeys {
+        /// The node.
+        addr: String,
+    },
+    /// The unseal keys do not unseal the restored data.
+    #[error(
+        "the unseal keys in DRILL_UNSEAL_KEYS_FILE do not unseal the restored snapshot at {addr} ({detail}); they must be the keys of the cluster the snapshot was taken from"
+    )]
+    WrongUnsealKeys {
+        /// The node.
+        addr: String,
+        /// What Vault said, or how many keys were short.
+        detail: String,
+    },
+    /// The restored raft index is below the manifest's.
+    #[error(
+        "the restored node at {addr} is at raft index {restored}, below the manifest's {expected}: the restore did not take the snapshot's data"
+    )]
+    RaftIndex {
+        /// The node.
+        addr: String,
+        /// Its committed index.
+        restored: u64,
+        /// The manifest's `raft_index`.
+        expected: u64,
+    },
+    /// The canary the manifest promises is not in the restored data.
+    #[error(
+        "the canary {path} that the manifest of {name} records is missing from the restored data: the snapshot does not hold that run's data"
+    )]
+    CanaryMissing {
+        /// The snapshot.
+        name: String,
+        /// `<mount>/data/<path>`.
+        path: String,
+    },
+    /// Terminated by a signal.
+    #[error(
+        "interrupted by {0}; a partial download was removed (a restore request already sent may still complete on the server)"
+    )]
+    Interrupted(&'static str),
+    /// The restored canary differs from the manifest's.
+    #[error(
+        "the canary {path} in the restored data differs from the manifest of {name}: {differences}"
+    )]
+    CanaryMismatch {
+        /// The snapshot.
+        name: String,
+        /// `<mount>/data/<path>`.
+        path: String,
+        /// Which fields differ, with both values (the canary holds no secret).
+        differences: String,
+    },
+}
+
+impl Error {
+    /// The exit code's class: configuration (2) or failure (1).
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        match self {
+            Self::Config(_) | Self::NotConfirmed { .. } => true,
+            Self::Vault(e) => e.is_config(),
+            _ => false,
+        }
+    }
+}
+
+impl ExitStatus for Error {
+    fn exit_code(&self) -> u8 {
+        if self.is_config() {
+            exit::CONFIG
+        } else {
+            exit::FAILED
+        }
+    }
+}

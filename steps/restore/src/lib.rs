@@ -1,0 +1,230 @@
+//! Restores a vault-backup snapshot, or proves that one restores.
+//!
+//! A backup is only proven by a restore, and the day a restore is needed is the worst day to
+//! learn the commands. This step fetches a snapshot from a store the sync step writes (S3 or a
+//! directory), streams it into the scratch workspace while hashing it and checking the archive's
+//! own `SHA256SUMS` (the snapshot step's receive), and compares it with its `.sha256`; nothing
+//! is sent to any Vault before both checks pass. Then, by `RESTORE_MODE`:
+//! - `cluster` (disaster recovery): `RESTORE_CONFIRM` must name the snapshot; a safety snapshot
+//!   of the target's current state goes into the workspace first (so the restore can be
+//!   undone; if it fails nothing is restored), then the snapshot is POSTed to the leader
+//!   (`snapshot-force` with `RESTORE_FORCE=true`), and the step waits for a leader and says
+//!   whether the cluster is sealed.
+//! - `drill`: the snapshot goes into a fresh throw-away node (the Task's sidecar), which is
+//!   initialized, restored with `snapshot-force`, unsealed with the source cluster's keys and
+//!   logged in to with the backup's own login; its raft index and the canary are checked.
+//!
+//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault).
+
+pub mod cluster;
+pub mod config;
+pub mod drill;
+pub mod error;
+pub mod fetch;
+
+use std::time::{Duration, Instant};
+
+use vault_backup_common::exit::one_line;
+use vault_backup_vault::Vault;
+
+pub use config::{Config, Mode, RawConfig, Source};
+pub use error::{Error, Result};
+
+use crate::config::{
+    RESULT_CANARY, RESULT_RAFT_INDEX, RESULT_RESTORE_SECONDS, RESULT_RESTORED_SNAPSHOT,
+    RESULT_SAFETY_SNAPSHOT, RESULT_SEALED,
+};
+
+/// The usage text for `--help`.
+pub const USAGE: &str = "Restores a verified vault-backup snapshot into a Vault/OpenBao cluster (RESTORE_MODE=cluster),
+or proves it restores in a throw-away node (RESTORE_MODE=drill). Configured by environment variables:
+RESTORE_MODE, SNAPSHOT_DIR, SNAPSHOT_NAME, SNAPSHOT_PREFIX, RESTORE_FROM (s3 | dir), BACKUP_DIR or
+BUCKET_HOST, BUCKET_PORT, BUCKET_NAME, BUCKET_REGION, BUCKET_SSL, BUCKET_SUBREGION, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT; VAULT_ADDR, VAULT_CACERT,
+VAULT_SKIP_VERIFY, VAULT_NAMESPACE, one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID +
+VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name),
+RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE, CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT; RESULTS_DIR
+or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot.
+Exit codes: 0 done, 1 failed, 2 invalid configuration (or RESTORE_CONFIRM not naming the snapshot).";
+
+/// What one successful run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The restored snapshot's name.
+    pub name: String,
+    /// The whole run, in seconds.
+    pub seconds: f64,
+    /// Drill: the restored raft index; cluster: the manifest's (or the archive's).
+    pub raft_index: u64,
+    /// Drill: `ok` or `skipped`.
+    pub canary: Option<&'static str>,
+    /// Cluster: whether the cluster is sealed after the restore.
+    pub sealed: Option<bool>,
+    /// Cluster: the safety snapshot's name.
+    pub safety_snapshot: Option<String>,
+}
+
+/// Fetches, verifies and restores (or drills) one snapshot, and writes the results.
+/// SIGTERM or SIGINT stop it; a partial download is removed.
+///
+/// # Errors
+/// An [`Error`]; see its variants for what each says.
+pub async fn run(config: Config) -> Result<Summary> {
+    tokio::select! {
+        result = run_inner(&config) => result,
+        Some(signal) = vault_backup_common::exit::termination() => Err(Error::Interrupted(signal)),
+    }
+}
+
+async fn run_inner(config: &Config) -> Result<Summary> {
+    let started = Instant::now();
+    let store = fetch::open(&config.source)?;
+    let name = if let Some(n) = &config.snapshot_name {
+        n.clone()
+    } else {
+        let n = fetch::newest(store.as_ref(), &config.prefix).await?;
+        tracing::info!(name = %n, store = %store.location(""), "newest complete snapshot");
+        n
+    };
+    if let Mode::Cluster { confirm, .. } = &config.mode
+        && confirm != &name
+    {
+        return Err(Error::NotConfirmed {
+            confirm: confirm.clone(),
+            name,
+            store: store.location(""),
+        });
+    }
+    let mode = match &config.mode {
+        Mode::Cluster { force, .. } => format!("cluster (force: {force})"),
+        Mode::Drill { .. } => "drill".to_owned(),
+    };
+    tracing::info!(name = %name, store = %store.location(""), vault_addr = %config.vault.addr, auth = %config.vault.auth.describe(), mode = %mode, "restoring");
+    let fetched = fetch::fetch(store.as_ref(), &name, &config.snapshot_dir).await?;
+    let vault = Vault::new(
+        &config.vault.tls,
+        config.vault.namespace.clone(),
+        Duration::from_secs(10),
+        concat!("vault-restore/", env!("CARGO_PKG_VERSION")),
+        "RESTORE_TIMEOUT",
+    )?;
+    let mut summary = Summary {
+        name: name.clone(),
+        seconds: 0.0,
+        raft_index: fetched
+            .manifest
+            .as_ref()
+            .map_or(fetched.info.index, |m| m.raft_index),
+        canary: None,
+        sealed: None,
+        safety_snapshot: None,
+    };
+    match &config.mode {
+        Mode::Cluster { force, .. } => {
+            restore_cluster(config, &vault, &fetched, *force, &mut summary).await?;
+        }
+        Mode::Drill {
+            unseal_keys,
+            canary,
+        } => {
+            let proved = drill::run(
+                &vault,
+                &config.vault.addr,
+                &config.vault.auth,
+                unseal_keys,
+                canary.is_some(),
+                &fetched,
+                config.timeout,
+            )
+            .await?;
+            summary.raft_index = proved.raft_index;
+            summary.canary = Some(proved.canary.as_str());
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    write(config, RESULT_RESTORED_SNAPSHOT, &summary.name)?;
+    write(
+        config,
+        RESULT_RESTORE_SECONDS,
+        &format!("{:.1}", summary.seconds),
+    )?;
+    write(config, RESULT_RAFT_INDEX, &summary.raft_index.to_string())?;
+    if let Some(c) = summary.canary {
+        write(config, RESULT_CANARY, c)?;
+    }
+    if let Some(s) = summary.sealed {
+        write(config, RESULT_SEALED, if s { "true" } else { "false" })?;
+    }
+    tracing::info!(
+        name = %summary.name,
+        seconds = format!("{:.1}", summary.seconds),
+        raft_index = summary.raft_index,
+        canary = summary.canary.unwrap_or("-"),
+        sealed = ?summary.sealed,
+        safety_snapshot = summary.safety_snapshot.as_deref().unwrap_or("-"),
+        "{}",
+        match config.mode {
+            Mode::Cluster { .. } => "restore done",
+            Mode::Drill { .. } => "restore drill passed",
+        }
+    );
+    Ok(summary)
+}
+
+/// Cluster mode after the fetch: leader, login, safety snapshot, restore, leader or seal.
+async fn restore_cluster(
+    config: &Config,
+    vault: &Vault,
+    fetched: &fetch::Fetched,
+    force: bool,
+    summary: &mut Summary,
+) -> Result<()> {
+    let name = &fetched.name;
+    let leader = vault.find_leader(&config.vault.addr).await?;
+    let token = vault.login(&leader.addr, &config.vault.auth).await?;
+    let safety =
+        cluster::safety_snapshot(vault, &leader, &token, &config.snapshot_dir, config.timeout)
+            .await
+            .map_err(|e| Error::SafetySnapshot {
+                addr: leader.addr.to_string(),
+                source: Box::new(e),
+            })?;
+    summary.safety_snapshot = Some(safety.name.clone());
+    write(config, RESULT_SAFETY_SNAPSHOT, &safety.name)?;
+    vault
+        .restore(
+            &leader.addr,
+            &token,
+            &fetched.path,
+            force,
+            config.timeout,
+            cluster::POLICY,
+        )
+        .await?;
+    tracing::info!(leader = %leader.addr, name = %name, force, "snapshot restored");
+    let sealed = cluster::wait_for_leader_or_seal(vault, &leader.addr, config.timeout).await?;
+    if sealed {
+        tracing::warn!(
+            leader = %leader.addr,
+            "the cluster is sealed after the restore: the snapshot came from another cluster; unseal with the source cluster's keys"
+        );
+    } else {
+        tracing::info!(leader = %leader.addr, "the cluster has a leader and is unsealed");
+    }
+    summary.sealed = Some(sealed);
+    Ok(())
+}
+
+fn write(config: &Config, name: &str, value: &str) -> Result<()> {
+    config
+        .results
+        .write(name, value)
+        .map(drop)
+        .map_err(|source| {
+            tracing::error!("cannot write result {name}: {}", one_line(&source));
+            Error::Io {
+                path: config.results.path(name).unwrap_or_default(),
+                source,
+            }
+        })
+}

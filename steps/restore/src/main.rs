@@ -1,0 +1,16 @@
+//! `vault-restore`: restores a verified snapshot into a cluster, or runs the restore drill. See
+//! the library for what it does.
+
+use std::process::ExitCode;
+
+use vault_restore::{Config, USAGE, run};
+
+fn main() -> ExitCode {
+    vault_backup_common::run_main(
+        "vault-restore",
+        env!("CARGO_PKG_VERSION"),
+        USAGE,
+        Config::from_env,
+        run,
+    )
+}
