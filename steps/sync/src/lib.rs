@@ -10,11 +10,12 @@
 //! Modules: [`config`] (the environment into a checked [`Config`]), [`error`] (what stops the
 //! step, and its exit code), [`store`] (the only one that speaks to `object_store` and the
 //! store directory), [`upload`] (one snapshot into one store), [`retention`] (the pure plan and
-//! the code that carries it out), [`report`] (what the run did). This file is the run, in the
-//! order it happens.
+//! the code that carries it out), [`report`] (what the run did), [`metrics`] (what it pushes to a
+//! Pushgateway). This file is the run, in the order it happens.
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod report;
 pub mod retention;
 pub mod upload;
@@ -215,6 +216,8 @@ async fn sync_store(
         seconds: 0.0,
         retention: None,
         deleted: Vec::new(),
+        deleted_bytes: 0,
+        held: None,
         temp_files_removed: Vec::new(),
         retention_error: None,
     };
@@ -260,7 +263,19 @@ async fn sync_store(
             "stored and verified"
         );
     }
-    if config.retention.is_empty() || cancel.is_cancelled() {
+    if cancel.is_cancelled() {
+        return report;
+    }
+    if config.retention.is_empty() {
+        // Only for the held-snapshots metric: a listing that fails costs the metric, not the copy.
+        match retention::complete_snapshots(store, &config.prefix, source.artifact.name()).await {
+            Ok(held) => report.held = Some(held),
+            Err(e) => warn!(
+                store = store.name(),
+                "cannot count the snapshots the store holds: {}",
+                one_line(&e)
+            ),
+        }
         return report;
     }
     let mut applied = retention::Applied::default();
@@ -274,6 +289,8 @@ async fn sync_store(
         &mut applied,
     )
     .await;
+    report.held = applied.held();
+    report.deleted_bytes = applied.deleted_bytes;
     report.retention = applied.plan;
     report.deleted = applied.deleted;
     if let Err(e) = outcome {

@@ -2,13 +2,14 @@
 
 use std::process::ExitCode;
 
-use snapshot_sync::{Config, USAGE, run};
+use snapshot_sync::{Config, USAGE, metrics, run};
 
 fn main() -> ExitCode {
-    vault_backup_common::run_main(
+    vault_backup_common::run_main_with_metrics(
         "snapshot-sync",
         env!("CARGO_PKG_VERSION"),
         USAGE,
+        Some(metrics::STEP),
         Config::from_env,
         run,
     )

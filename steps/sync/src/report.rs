@@ -34,6 +34,11 @@ pub struct StoreReport {
     pub retention: Option<Vec<retention::Decision>>,
     /// Snapshots deleted by retention.
     pub deleted: Vec<String>,
+    /// Bytes of the files retention deleted.
+    pub deleted_bytes: u64,
+    /// Complete snapshots the store holds after retention; `None` when unknown (the upload
+    /// failed, the step was stopped, or the store could not be listed).
+    pub held: Option<usize>,
     /// Temp files (`.vault-backup-*.tmp`) older than the limit that were removed (on a dry
     /// run: that would be).
     pub temp_files_removed: Vec<String>,

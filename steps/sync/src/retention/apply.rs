@@ -15,6 +15,22 @@ pub struct Applied {
     pub plan: Option<Vec<Decision>>,
     /// The snapshots deleted (their three files).
     pub deleted: Vec<String>,
+    /// The bytes of the files deleted, as the store gave their sizes just before.
+    pub deleted_bytes: u64,
+}
+
+impl Applied {
+    /// Complete snapshots the store holds after retention (all of them after a dry run, the
+    /// planned deletions that failed included); `None` if no plan was made.
+    #[must_use]
+    pub fn held(&self) -> Option<usize> {
+        let plan = self.plan.as_ref()?;
+        Some(
+            plan.iter()
+                .filter(|d| d.complete && !self.deleted.contains(&d.name))
+                .count(),
+        )
+    }
 }
 
 /// Lists `store`, plans retention for the snapshots named `<prefix>-<timestamp>` (`current` is
@@ -62,12 +78,33 @@ pub async fn apply(
         let a = Artifact::new(name);
         // Checksum first: from then on the copy is incomplete and never mistaken for whole.
         for file in [a.sha256_file(), a.snap_file(), a.manifest_file()] {
+            // For the bytes-deleted metric only: a size the store cannot give counts as 0
+            // rather than stopping retention.
+            let size = store.size(&file).await.ok().flatten().unwrap_or(0);
             store.delete(&file).await?;
+            applied.deleted_bytes += size;
         }
         applied.deleted.push(a.name().to_owned());
     }
     info!(store = store.name(), policy = %policy, kept, "deleted {} snapshots", applied.deleted.len());
     Ok(())
+}
+
+/// Counts the complete snapshots named `<prefix>-<timestamp>` in `store`: what a run without
+/// retention reports as held, since nothing else lists the store then.
+///
+/// # Errors
+/// The [`store::Error`] of the listing.
+pub async fn complete_snapshots(
+    store: &dyn Store,
+    prefix: &str,
+    current: &str,
+) -> Result<usize, store::Error> {
+    let files = store.list().await?;
+    Ok(plan::snapshots_from_files(&files, prefix, current)
+        .iter()
+        .filter(|s| s.complete)
+        .count())
 }
 
 /// Removes this project's temp files (`.vault-backup-*.tmp`) older than [`TEMP_MAX_AGE`] from

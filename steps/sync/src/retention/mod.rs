@@ -8,7 +8,7 @@
 pub mod apply;
 pub mod plan;
 
-pub use apply::{Applied, apply, remove_stale_temp_files};
+pub use apply::{Applied, apply, complete_snapshots, remove_stale_temp_files};
 pub use plan::{
     Decision, Policy, Reason, Snapshot, TEMP_MAX_AGE, plan, snapshots_from_files, stale_temp_files,
 };
