@@ -14,13 +14,15 @@
 //!   initialized, restored with `snapshot-force`, unsealed with the source cluster's keys and
 //!   logged in to with the backup's own login; its raft index and the canary are checked.
 //!
-//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault).
+//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault),
+//! [`metrics`] (what a run pushes to a Pushgateway).
 
 pub mod cluster;
 pub mod config;
 pub mod drill;
 pub mod error;
 pub mod fetch;
+pub mod metrics;
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,8 @@ pub struct Summary {
     pub sealed: Option<bool>,
     /// Cluster: the safety snapshot's name.
     pub safety_snapshot: Option<String>,
+    /// Whether this was a drill (`RESTORE_MODE=drill`).
+    pub drill: bool,
 }
 
 /// Fetches, verifies and restores (or drills) one snapshot, and writes the results.
@@ -118,6 +122,7 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         canary: None,
         sealed: None,
         safety_snapshot: None,
+        drill: matches!(config.mode, Mode::Drill { .. }),
     };
     match &config.mode {
         Mode::Cluster { force, .. } => {

@@ -3,13 +3,14 @@
 
 use std::process::ExitCode;
 
-use vault_restore::{Config, USAGE, run};
+use vault_restore::{Config, USAGE, metrics, run};
 
 fn main() -> ExitCode {
-    vault_backup_common::run_main(
+    vault_backup_common::run_main_with_metrics(
         "vault-restore",
         env!("CARGO_PKG_VERSION"),
         USAGE,
+        Some(metrics::STEP),
         Config::from_env,
         run,
     )
