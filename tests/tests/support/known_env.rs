@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vault_backup_common::env::variables;
+use vault_backup_common::metrics;
 use vault_backup_common::tekton::path_variable;
 
-/// Variables every step reads besides its config struct.
+/// Variables every step reads besides its config struct (and the `METRICS_*` variables of
+/// `metrics::Config`, which every step reads through `run_main_with_metrics`).
 const COMMON: [&str; 3] = ["LOG_FORMAT", "RUST_LOG", "RESULTS_DIR"];
 
 fn set(config: Vec<String>, results: &[&str]) -> BTreeSet<String> {
@@ -14,6 +16,7 @@ fn set(config: Vec<String>, results: &[&str]) -> BTreeSet<String> {
         .into_iter()
         .chain(results.iter().map(|r| path_variable(r)))
         .chain(COMMON.iter().map(|s| (*s).to_owned()))
+        .chain(metrics::Config::variables())
         .collect()
 }
 
