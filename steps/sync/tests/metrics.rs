@@ -149,3 +149,34 @@ fn each_store_pushes_what_it_holds_and_a_failed_store_keeps_its_last_values() {
     assert_eq!(step_value(&pg, LAST_SUCCESS.name), success);
     assert!(step_value(&pg, LAST_FAILURE.name) > success);
 }
+
+/// Issue 11, must-show 3, for the backup itself: a Pushgateway that refuses connections leaves
+/// a successful sync successful (exit 0, the copy made) with one warning line.
+#[test]
+fn a_pushgateway_that_is_down_leaves_the_backup_successful_with_one_warning() {
+    let ws = tempfile::tempdir().unwrap();
+    let bk = tempfile::tempdir().unwrap();
+    let a = write_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 64 << 10);
+    let mut pg = Pushgateway::start();
+    let url = pg.url();
+    pg.stop();
+    let env = [
+        ("SNAPSHOT_DIR", s(ws.path())),
+        ("BACKUP_DIR", s(bk.path())),
+        ("METRICS_PUSHGATEWAY_URL", url),
+        ("METRICS_PUSH_TIMEOUT", "2s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    sha256sum_check(bk.path(), &a.sha256_file());
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("metrics not pushed; the step's outcome is unchanged")
+            && warnings[0].contains("cannot reach the Pushgateway"),
+        "{stderr}"
+    );
+}
