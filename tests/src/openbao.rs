@@ -615,3 +615,70 @@ impl DevServer {
         self.server.log()
     }
 }
+
+/// A fresh OpenBao node that nobody has initialized: the restore drill's scratch node, as the
+/// drill Task's sidecar runs it (raft storage in a temp directory, loopback only). The test
+/// hands its address to `vault-restore` and then asks whether anything reached it.
+#[derive(Debug)]
+pub struct ScratchNode {
+    node: Node,
+    _dir: TempDir,
+}
+
+impl ScratchNode {
+    /// Starts one uninitialized raft node on free ports and waits until it listens.
+    ///
+    /// # Panics
+    /// If OpenBao is not installed or the node does not listen.
+    #[must_use]
+    pub fn start_uninitialized() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("openbao-scratch-")
+            .tempdir()
+            .expect("tempdir");
+        let (node, port) = spawn_node(dir.path(), 1, Options::default());
+        wait_until(
+            "the scratch node to listen",
+            Duration::from_secs(20),
+            || port_open(port),
+        );
+        Self { node, _dir: dir }
+    }
+
+    /// Its API address.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.node.addr
+    }
+
+    /// `bao status -format=json` (printed even while sealed or uninitialized).
+    #[must_use]
+    pub fn status(&self) -> Value {
+        let out = Command::new(venv::bao())
+            .args(["status", "-format=json"])
+            .env("BAO_ADDR", &self.node.addr)
+            .env_remove("VAULT_ADDR")
+            .output();
+        out.ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Whether anything initialized it.
+    ///
+    /// # Panics
+    /// If the node does not answer.
+    #[must_use]
+    pub fn is_initialized(&self) -> bool {
+        let status = self.status();
+        status["initialized"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("the scratch node answers its status: {status}"))
+    }
+
+    /// Its log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        self.node.server.log()
+    }
+}

@@ -549,7 +549,9 @@ impl Vault {
         } else {
             serde_json::json!({ "secret_shares": 1, "secret_threshold": 1 })
         };
-        let (status, text) = self.send_json(addr, reqwest::Method::PUT, "sys/init", None, &body).await?;
+        let (status, text) = self
+            .send_json(addr, reqwest::Method::PUT, "sys/init", None, &body)
+            .await?;
         if !status.is_success() {
             return Err(Error::Http {
                 addr: base(addr),
@@ -568,10 +570,19 @@ impl Vault {
                 status: status.as_u16(),
                 detail: "the answer holds no root_token".into(),
             })?;
-        let field = if recovery { "recovery_keys_b64" } else { "keys_b64" };
+        let field = if recovery {
+            "recovery_keys_base64"
+        } else {
+            "keys_base64"
+        };
         let keys = v[field]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(Secret::new).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(Secret::new)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Init { root_token, keys })
     }
@@ -673,12 +684,17 @@ impl Vault {
             return Err(Error::Forbidden {
                 addr: base(leader),
                 what: format!("the restore through {api}"),
-                needs: format!(
-                    "path \"{api}\" {{ capabilities = [\"update\"] }} (see {policy})"
-                ),
+                needs: format!("path \"{api}\" {{ capabilities = [\"update\"] }} (see {policy})"),
             });
         }
-        Err(Self::refused(leader, status, &text, "the restore", api, "[\"update\"]"))
+        Err(Self::refused(
+            leader,
+            status,
+            &text,
+            "the restore",
+            api,
+            "[\"update\"]",
+        ))
     }
 
     /// Sends `body` as JSON to `v1/<path>` (with `token` if given) and returns the status and
