@@ -122,16 +122,22 @@ fn assert_no_secret(text: &str, secrets: &[&str]) {
 
 /// Every result file in `dir`, as one text.
 fn all_results(dir: &Path) -> String {
-    files(dir)
-        .iter()
-        .map(|f| format!("{f}={}\n", std::fs::read_to_string(dir.join(f)).unwrap()))
-        .collect()
+    let mut text = String::new();
+    for f in files(dir) {
+        text.push_str(&f);
+        text.push('=');
+        text.push_str(&std::fs::read_to_string(dir.join(&f)).unwrap());
+        text.push('\n');
+    }
+    text
 }
 
 fn result(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("result {name}: {e}"))
 }
 
+// One story, in the order a person would live it; split, each part would repeat the setup.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn cluster_mode_restores_into_a_fresh_cluster_from_the_directory_store() {
     let source = source_cluster();
@@ -178,6 +184,27 @@ fn cluster_mode_restores_into_a_fresh_cluster_from_the_directory_store() {
     assert_eq!(code, 2, "{stderr3}");
     assert!(files(scratch.path()).is_empty(), "nothing fetched");
     assert!(files(results.path()).is_empty(), "no results");
+    assert_eq!(
+        target
+            .read_secret_as(0, target.root_token(), "secret/prior", "state")
+            .unwrap()
+            .trim(),
+        "the-target-before",
+        "the target is untouched"
+    );
+
+    // Confirmed but without RESTORE_FORCE: OpenBao refuses another cluster's snapshot.
+    let mut unforced = base.clone();
+    unforced.remove("RESTORE_FORCE");
+    unforced.insert("RESTORE_CONFIRM".into(), name.clone());
+    let elsewhere = tempfile::tempdir().unwrap();
+    unforced.insert("SNAPSHOT_DIR".into(), s(elsewhere.path()));
+    let (code, stderr5) = run(&restore_bin(), &unforced);
+    assert_eq!(code, 1, "{stderr5}");
+    assert!(
+        stderr5.contains("could not verify hash file") && stderr5.contains("RESTORE_FORCE=true"),
+        "{stderr5}"
+    );
     assert_eq!(
         target
             .read_secret_as(0, target.root_token(), "secret/prior", "state")
@@ -240,7 +267,7 @@ fn cluster_mode_restores_into_a_fresh_cluster_from_the_directory_store() {
     );
     assert_eq!(prior, "the-target-before");
 
-    for text in [&stderr, &stderr2, &stderr3, &stderr4] {
+    for text in [&stderr, &stderr2, &stderr3, &stderr4, &stderr5] {
         assert_no_secret(text, &secrets);
     }
     assert_no_secret(&all_results(results.path()), &secrets);
@@ -272,6 +299,8 @@ fn drill(
     (code, stderr, node, results)
 }
 
+// One setup (a source, a backup in S3), then each way a drill must fail, undone in turn.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn the_drill_proves_a_good_snapshot_from_s3_and_refuses_bad_ones() {
     let source = source_cluster();
@@ -394,4 +423,49 @@ fn the_drill_proves_a_good_snapshot_from_s3_and_refuses_bad_ones() {
     for text in &outputs {
         assert_no_secret(text, &secrets);
     }
+}
+
+#[test]
+fn cluster_mode_rolls_a_cluster_back_to_its_own_snapshot_and_it_stays_unsealed() {
+    let source = source_cluster();
+    let bk = tempfile::tempdir().unwrap();
+    let name = back_up(&source, Some(bk.path()), None);
+    source.write_secret("secret/after", &[("k", "after-the-backup")]);
+    let scratch = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    // SNAPSHOT_NAME unset: the newest complete snapshot is resolved, then confirmed.
+    let (code, stderr) = run(
+        &restore_bin(),
+        &env(&[
+            ("VAULT_ADDR", source.addr(0)),
+            ("VAULT_TOKEN", source.root_token()),
+            ("SNAPSHOT_DIR", &s(scratch.path())),
+            ("BACKUP_DIR", &s(bk.path())),
+            ("RESULTS_DIR", &s(results.path())),
+            ("RESTORE_CONFIRM", &name),
+        ]),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(result(results.path(), "sealed"), "false");
+    assert!(
+        stderr.contains("the cluster has a leader and is unsealed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        source
+            .read_secret_as(0, source.root_token(), "secret/app", "password")
+            .unwrap()
+            .trim(),
+        "before-the-backup"
+    );
+    assert!(
+        source
+            .read_secret_as(0, source.root_token(), "secret/after", "k")
+            .is_err(),
+        "rolled back to before the later write"
+    );
+    assert_no_secret(
+        &(stderr + &all_results(results.path())),
+        &[source.root_token(), source.unseal_key()],
+    );
 }

@@ -687,14 +687,16 @@ impl Vault {
                 needs: format!("path \"{api}\" {{ capabilities = [\"update\"] }} (see {policy})"),
             });
         }
-        Err(Self::refused(
-            leader,
-            status,
-            &text,
-            "the restore",
-            api,
-            "[\"update\"]",
-        ))
+        let mut err = Self::refused(leader, status, &text, "the restore", api, "[\"update\"]");
+        if let Error::Http { detail, .. } = &mut err
+            && !force
+            && detail.contains("could not verify hash file")
+        {
+            detail.push_str(
+                " (a snapshot of another cluster needs RESTORE_FORCE=true; check that it is the one you mean)",
+            );
+        }
+        Err(err)
     }
 
     /// Sends `body` as JSON to `v1/<path>` (with `token` if given) and returns the status and
