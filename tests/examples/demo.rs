@@ -3,7 +3,8 @@
 //! Starts a 3-node OpenBao raft cluster (with a few secrets), SeaweedFS as the S3 store, a
 //! directory as the PVC store and a stand-in for the Kubernetes API; runs `tekton/task.yaml`
 //! through the local step runner; shows where the snapshot landed with its checksum; proves it
-//! restores into a fresh OpenBao node; and stops everything it started.
+//! restores into a fresh OpenBao node; ends with the restore drill Task (the S3 copy restored
+//! into a scratch OpenBao sidecar, its canary checked); and stops everything it started.
 
 #[path = "../tests/support/known_env.rs"]
 mod support;
@@ -14,6 +15,28 @@ use vault_backup_testbed::e2e::{Environment, OLD_RUNS, PRUNE_KEEP};
 
 fn say(text: &str) {
     println!("\n==> {text}");
+}
+
+/// A few of the series the steps pushed, as the Pushgateway holds them.
+fn print_metrics(env: &Environment) {
+    if let Some(gateway) = &env.pushgateway {
+        say(&format!(
+            "metrics the steps pushed to the Pushgateway at {} (a few of them)",
+            gateway.url()
+        ));
+        for sample in gateway.metrics("vault_backup_").iter().filter(|s| {
+            [
+                "vault_backup_last_success_timestamp_seconds",
+                "vault_backup_snapshot_bytes",
+                "vault_backup_store_snapshots",
+                "vault_backup_taskruns_deleted",
+                "vault_backup_restore_drill_duration_seconds",
+            ]
+            .contains(&s.name.as_str())
+        }) {
+            println!("    {} {}", sample.selector(), sample.value);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -98,6 +121,25 @@ fn main() -> ExitCode {
         outcome.results["prune-outcome"],
         env.kube.deletions().len()
     );
+    say(
+        "restore drill: tekton/drill-task.yaml as written, its sidecar a scratch OpenBao started from tekton/drill-openbao.hcl",
+    );
+    let drill = match env.run_drill("vault-restore-drill-demo", support::known_env(), true) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("the drill Task and the binaries disagree: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !drill.succeeded() {
+        eprintln!("the restore drill failed; see its log above");
+        return ExitCode::FAILURE;
+    }
+    for (k, v) in &drill.results {
+        println!("    {k:<18} {v}");
+    }
+
+    print_metrics(&env);
     say("demo passed; stopping everything it started");
     drop(env);
     ExitCode::SUCCESS

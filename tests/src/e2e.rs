@@ -15,6 +15,7 @@ use tempfile::TempDir;
 pub use crate::check::sha256sum_check;
 use crate::kube_standin::{KubeStandIn, TaskRun};
 use crate::openbao::{Cluster, Options};
+use crate::pushgateway::Pushgateway;
 use crate::runner::{self, Outcome, RunError, RunSpec};
 use crate::seaweed::SeaweedFs;
 use crate::venv;
@@ -27,11 +28,42 @@ pub const CLAIM: &str = "vault-backup-bucket";
 pub const OLD_RUNS: usize = 12;
 /// `PRUNE_KEEP` in the demo's config Secret.
 pub const PRUNE_KEEP: usize = 3;
+/// The canary's path on the `secret` mount (KV v2) in the generated config.
+pub const CANARY_PATH: &str = "vault-backup/canary";
 /// The CA ConfigMap's name (the Task's `caConfigMap` param default).
 pub const CA_CONFIGMAP: &str = "vault-backup-ca";
 
+/// One run of a shipped Task: which files, which TaskRun name, and what it changes in the
+/// shipped TaskRun.
+#[derive(Debug, Default, Clone)]
+pub struct Run<'a> {
+    /// The Task file, relative to the workspace root.
+    pub task: &'a str,
+    /// The TaskRun template whose params and workspaces are used.
+    pub taskrun: &'a str,
+    /// The TaskRun's name.
+    pub name: &'a str,
+    /// Params set over the template's.
+    pub params: Vec<(&'a str, &'a str)>,
+    /// Workspaces bound beyond the template's (`backups`).
+    pub bind: Vec<&'a str>,
+    /// Secret and ConfigMap files beyond the environment's.
+    pub objects: Vec<PathBuf>,
+}
+
+/// `text` indented by four spaces, line by line (a YAML block scalar's body).
+fn indent(text: &str) -> String {
+    text.lines().fold(String::new(), |mut out, l| {
+        out.push_str("    ");
+        out.push_str(l);
+        out.push('\n');
+        out
+    })
+}
+
 /// What one local run is made of.
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of a test setup, not a state
 pub struct Setup {
     /// OpenBao nodes (the run's `VAULT_ADDR` is a standby when there are several).
     pub nodes: usize,
@@ -41,6 +73,10 @@ pub struct Setup {
     pub s3: bool,
     /// The config Secret: written for the run, or the shipped example.
     pub config: ConfigSource,
+    /// With a generated config: `CANARY_PATH` set, so every backup writes the canary.
+    pub canary: bool,
+    /// Start a real Pushgateway and point `METRICS_PUSHGATEWAY_URL` at it (generated config).
+    pub pushgateway: bool,
 }
 
 /// Where the run's config Secret comes from.
@@ -66,6 +102,8 @@ impl Default for Setup {
             tls: false,
             s3: true,
             config: ConfigSource::Generated { vault_addr: None },
+            canary: true,
+            pushgateway: true,
         }
     }
 }
@@ -77,6 +115,8 @@ pub struct Environment {
     pub cluster: Cluster,
     /// The S3 store, when the setup has one.
     pub s3: Option<SeaweedFs>,
+    /// The Pushgateway the steps push to, when the setup has one.
+    pub pushgateway: Option<Pushgateway>,
     /// The Kubernetes API stand-in the guard and prune steps talk to.
     pub kube: KubeStandIn,
     /// The PVC stand-in (`backups` workspace).
@@ -115,13 +155,29 @@ fn replace_line(text: &str, key: &str, with: &str) -> String {
 }
 
 /// The config Secret's YAML for `setup`.
-fn config_secret_text(setup: &Setup, vault_addr: &str, token: &str) -> String {
+fn config_secret_text(
+    setup: &Setup,
+    vault_addr: &str,
+    token: &str,
+    pushgateway: Option<&Pushgateway>,
+) -> String {
+    let metrics = pushgateway.map_or_else(String::new, |p| {
+        format!(
+            "  METRICS_PUSHGATEWAY_URL: \"{}\"\n  METRICS_PUSH_TIMEOUT: \"2s\"\n",
+            p.url()
+        )
+    });
     let cacert = if setup.tls {
         "  VAULT_CACERT: \"/etc/vault-backup/ca/ca.crt\"\n"
     } else {
         ""
     };
     // Any S3 setting without a bucket is a configuration error.
+    let canary = if setup.canary {
+        format!("  CANARY_PATH: \"{CANARY_PATH}\"\n")
+    } else {
+        String::new()
+    };
     let s3_prefix = if setup.s3 {
         "  S3_PREFIX: \"prod/\"\n"
     } else {
@@ -131,7 +187,7 @@ fn config_secret_text(setup: &Setup, vault_addr: &str, token: &str) -> String {
         ConfigSource::Generated { vault_addr: addr } => format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-backup-config\ntype: Opaque\nstringData:\n  \
              VAULT_ADDR: \"{addr}\"\n  VAULT_TOKEN: \"{token}\"\n{cacert}  SNAPSHOT_PREFIX: \"vault\"\n  \
-             SNAPSHOT_RETRIES: \"3\"\n  SNAPSHOT_RETRY_DELAY: \"1s\"\n{s3_prefix}  \
+             SNAPSHOT_RETRIES: \"3\"\n  SNAPSHOT_RETRY_DELAY: \"1s\"\n{s3_prefix}{canary}{metrics}  \
              RETAIN_LAST: \"5\"\n  PRUNE_KEEP: \"{PRUNE_KEEP}\"\n  PRUNE_DRY_RUN: \"false\"\n",
             addr = addr.as_deref().unwrap_or(vault_addr),
         ),
@@ -232,7 +288,8 @@ impl Environment {
         for d in [&backups, &scratch] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
-        let config_text = config_secret_text(setup, &vault_addr, &token);
+        let pushgateway = setup.pushgateway.then(Pushgateway::start);
+        let config_text = config_secret_text(setup, &vault_addr, &token, pushgateway.as_ref());
         let mut objects = vec![write(&dir.path().join("config-secret.yaml"), &config_text)];
         if let Some(s3) = &s3 {
             objects.push(write(
@@ -257,12 +314,7 @@ impl Environment {
         }
         if let Some(ca) = cluster.ca_cert() {
             let pem = std::fs::read_to_string(ca).expect("test CA");
-            let indented = pem.lines().fold(String::new(), |mut out, l| {
-                out.push_str("    ");
-                out.push_str(l);
-                out.push('\n');
-                out
-            });
+            let indented = indent(&pem);
             objects.push(write(
                 &dir.path().join("ca-configmap.yaml"),
                 &format!(
@@ -273,6 +325,7 @@ impl Environment {
         Self {
             cluster,
             s3,
+            pushgateway,
             kube,
             results: dir.path().join("results"),
             backups,
@@ -316,36 +369,125 @@ impl Environment {
         known_env: BTreeMap<String, BTreeSet<String>>,
         echo: bool,
     ) -> Result<Outcome, RunError> {
+        self.run_shipped(
+            &Run {
+                task: "tekton/task.yaml",
+                taskrun: "tekton/taskrun.yaml",
+                name: task_run_name,
+                ..Run::default()
+            },
+            known_env,
+            echo,
+        )
+    }
+
+    /// The restore drill: `tekton/drill-task.yaml` with the params and workspaces of
+    /// `tekton/drill-taskrun.yaml`, its sidecar a local OpenBao started from
+    /// `tekton/drill-openbao.hcl` (the ConfigMap kustomize makes of it), the source cluster's
+    /// unseal key in the unseal Secret. The run is added to the stand-in as running.
+    ///
+    /// # Errors
+    /// The runner's error when the manifest and the binaries disagree.
+    pub fn run_drill(
+        &self,
+        task_run_name: &str,
+        known_env: BTreeMap<String, BTreeSet<String>>,
+        echo: bool,
+    ) -> Result<Outcome, RunError> {
+        let config =
+            std::fs::read_to_string(venv::workspace_root().join("tekton/drill-openbao.hcl"))
+                .expect("tekton/drill-openbao.hcl");
+        let dir = self.dir.path().join("runs").join(task_run_name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let objects = vec![
+            write(
+                &dir.join("drill-openbao.yaml"),
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: vault-restore-drill-openbao\ndata:\n  config.hcl: |\n{}",
+                    indent(&config)
+                ),
+            ),
+            write(
+                &dir.join("unseal.yaml"),
+                &format!(
+                    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-restore-drill-unseal\ntype: Opaque\nstringData:\n  keys: \"{}\"\n",
+                    self.cluster.unseal_key()
+                ),
+            ),
+        ];
+        self.kube.add_taskrun(
+            &TaskRun::new(task_run_name)
+                .task("vault-restore-drill")
+                .running(),
+        );
+        self.run_shipped(
+            &Run {
+                task: "tekton/drill-task.yaml",
+                taskrun: "tekton/drill-taskrun.yaml",
+                name: task_run_name,
+                objects,
+                ..Run::default()
+            },
+            known_env,
+            echo,
+        )
+    }
+
+    /// Runs a shipped Task with the params and workspaces of its shipped TaskRun, changed by
+    /// `run`.
+    ///
+    /// # Errors
+    /// The runner's error when the manifest and the binaries disagree.
+    pub fn run_shipped(
+        &self,
+        run: &Run<'_>,
+        known_env: BTreeMap<String, BTreeSet<String>>,
+        echo: bool,
+    ) -> Result<Outcome, RunError> {
         let root = venv::workspace_root();
         // The params and workspaces of the TaskRun a person or the CronJob submits.
-        let taskrun = runner::read_taskrun(&root.join("tekton/taskrun.yaml"))?;
+        let taskrun = runner::read_taskrun(&root.join(run.taskrun))?;
         let mut params = taskrun.params;
-        // Readable on a terminal; the only change from the shipped TaskRun.
+        // Readable on a terminal.
         params.insert("logFormat".to_owned(), "text".to_owned());
+        params.extend(
+            run.params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let main = run.name == self.task_run_name;
+        let run_dir = self.dir.path().join("runs").join(run.name);
         let mut workspaces = BTreeMap::new();
-        for name in taskrun.workspaces {
-            let dir = match name.as_str() {
-                "scratch" => self.scratch.clone(),
+        for name in taskrun
+            .workspaces
+            .iter()
+            .map(String::as_str)
+            .chain(run.bind.iter().copied())
+        {
+            let dir = match name {
+                "scratch" if main => self.scratch.clone(),
+                "scratch" => run_dir.join("scratch"),
                 "backups" => self.backups.clone(),
                 other => {
                     return Err(RunError::Task(format!(
-                        "taskrun.yaml binds workspace {other}, which the demo does not provide"
+                        "{} binds workspace {other}, which the test bed does not provide",
+                        run.taskrun
                     )));
                 }
             };
-            workspaces.insert(name, dir);
+            std::fs::create_dir_all(&dir).expect("mkdir workspace");
+            workspaces.insert(name.to_owned(), dir);
         }
         let snapshot_bin = venv::workspace_bin("vault-snapshot");
-        let run_dir = self.dir.path().join("runs").join(task_run_name);
         let spec = RunSpec {
-            task_file: root.join("tekton/task.yaml"),
+            task_file: root.join(run.task),
             task_ref: Some(taskrun.task_ref),
             params,
             workspaces,
-            objects: self.objects.clone(),
+            objects: self.objects.iter().chain(&run.objects).cloned().collect(),
             bin_dir: snapshot_bin.parent().expect("bin dir").to_owned(),
             known_env,
-            task_run_name: task_run_name.to_owned(),
+            task_run_name: run.name.to_owned(),
             namespace: self.kube.namespace().to_owned(),
             // In a cluster the pod's service account gives the guard and prune steps their API
             // access; here a kubeconfig for the stand-in does.
@@ -353,7 +495,7 @@ impl Environment {
                 "KUBECONFIG".to_owned(),
                 self.kube.kubeconfig_path().display().to_string(),
             )],
-            results_dir: if task_run_name == self.task_run_name {
+            results_dir: if main {
                 self.results.clone()
             } else {
                 run_dir.join("results")
@@ -362,6 +504,18 @@ impl Environment {
             echo,
         };
         runner::run(&spec)
+    }
+
+    /// The scratch workspace of the run `name` (not the main backup run).
+    #[must_use]
+    pub fn scratch_of(&self, name: &str) -> PathBuf {
+        self.dir.path().join("runs").join(name).join("scratch")
+    }
+
+    /// A directory of this environment for a test's own files.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Downloads the snapshot and its sidecars from S3 into a fresh directory and checks them

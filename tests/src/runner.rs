@@ -11,10 +11,10 @@
 //! `env` name the step's binary does not read, a binary that exits 2 (a configuration the YAML
 //! does not provide) and any declared result left unwritten.
 //!
-//! Task `volumes` of kind `configMap` (honouring `optional`) and `emptyDir` are materialised as
-//! local directories, and a step's `volumeMounts` are modelled by rewriting every env value that
-//! names a path under a `mountPath` to the local directory, so `VAULT_CACERT=/etc/.../ca.crt`
-//! reaches the binary as a file that exists.
+//! Task `volumes` of kind `configMap` and `secret` (honouring `optional`) and `emptyDir` are
+//! materialised as local directories, and a step's `volumeMounts` are modelled by rewriting
+//! every env value that names a path under a `mountPath` to the local directory, so
+//! `VAULT_CACERT=/etc/.../ca.crt` reaches the binary as a file that exists.
 //!
 //! `sidecars` run as local processes for the length of the steps: an `openbao/openbao` image is
 //! the test bed's `bao` binary (its `command` must be `bao ...`). A pod has a loopback of its
@@ -672,12 +672,17 @@ fn materialise_volumes(
         let dir = root.join(&name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| RunError::Task(format!("{}: {e}", dir.display())))?;
-        if let Some(cm) = v.get("configMap") {
+        let source = if let Some(cm) = v.get("configMap") {
+            Some(("ConfigMap", cm, "name"))
+        } else {
+            v.get("secret").map(|sec| ("Secret", sec, "secretName"))
+        };
+        if let Some((kind, cm, name_key)) = source {
             let cm_name = ctx.resolve(
                 &format!("volume {name}"),
-                cm["name"].as_str().unwrap_or_default(),
+                cm[name_key].as_str().unwrap_or_default(),
             )?;
-            match objects.get(&("ConfigMap".to_owned(), cm_name.clone())) {
+            match objects.get(&(kind.to_owned(), cm_name.clone())) {
                 Some(data) => {
                     for (key, value) in data {
                         let file = dir.join(key);
@@ -688,13 +693,13 @@ fn materialise_volumes(
                 None if cm["optional"] == Value::Bool(true) => {}
                 None => {
                     return Err(RunError::Task(format!(
-                        "volume {name}: ConfigMap {cm_name} does not exist and is not optional"
+                        "volume {name}: {kind} {cm_name} does not exist and is not optional"
                     )));
                 }
             }
         } else if v.get("emptyDir").is_none() {
             return Err(RunError::Task(format!(
-                "volume {name}: only configMap and emptyDir volumes are modelled"
+                "volume {name}: only configMap, secret and emptyDir volumes are modelled"
             )));
         }
         out.insert(name, dir);

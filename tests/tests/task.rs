@@ -17,6 +17,7 @@ use vault_backup_testbed::venv;
 #[test]
 fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
     let env = Environment::start();
+    let started = chrono::Utc::now().timestamp();
     let outcome = env
         .run_task(known_env(), false)
         .expect("the Task runs as written");
@@ -89,6 +90,75 @@ fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
     }
     let prune_log = &outcome.step("prune").unwrap().stderr;
     assert!(!prune_log.contains(env.kube.token()), "no token in logs");
+
+    // What the steps pushed to the real Pushgateway is what the run did.
+    check_pushed_metrics(&env, started, bytes, &snap);
+}
+
+/// The metrics the backup's steps pushed to the real Pushgateway equal what the run did:
+/// timestamps within the run, the `.snap` size, the manifest's raft index, one store series per
+/// configured store, and the stand-in's deletions.
+fn check_pushed_metrics(env: &Environment, started: i64, bytes: u64, snap: &str) {
+    let ended = chrono::Utc::now().timestamp();
+    let gateway = env.pushgateway.as_ref().expect("the run pushes metrics");
+    let series = gateway.metrics("vault_backup_");
+    let one = |name: &str, step: &str| -> f64 {
+        let found: Vec<_> = series
+            .iter()
+            .filter(|s| {
+                s.name == name && s.label("step") == step && s.label("task") == "vault-backup"
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one {name} of {step}: {series:#?}");
+        found[0].value
+    };
+    // Counts and sizes are whole numbers well inside f64's exact range.
+    #[allow(clippy::cast_precision_loss)]
+    let same = |pushed: f64, expected: u64| (pushed - expected as f64).abs() < 0.5;
+    #[allow(clippy::cast_precision_loss)]
+    let within = |t: f64| (started as f64 - 1.0..=ended as f64 + 1.0).contains(&t);
+    for step in ["vault-snapshot", "snapshot-sync", "taskrun-prune"] {
+        let at = one("vault_backup_last_success_timestamp_seconds", step);
+        assert!(
+            within(at),
+            "{step} succeeded at {at}, within the run {started}..{ended}"
+        );
+        assert!(
+            same(one("vault_backup_last_run_exit_code", step), 0),
+            "{step}"
+        );
+    }
+    assert!(same(
+        one("vault_backup_snapshot_bytes", "vault-snapshot"),
+        bytes
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.backups.join(format!("{snap}.json"))).unwrap())
+            .unwrap();
+    let index = manifest["raft_index"].as_u64().unwrap();
+    assert!(same(
+        one("vault_backup_snapshot_raft_index", "vault-snapshot"),
+        index
+    ));
+    let mut stores: Vec<&str> = series
+        .iter()
+        .filter(|s| s.name == "vault_backup_store_last_success_timestamp_seconds")
+        .map(|s| {
+            assert!(within(s.value), "{s:?}");
+            s.label("store")
+        })
+        .collect();
+    stores.sort_unstable();
+    assert_eq!(
+        stores,
+        ["dir", "s3"],
+        "one store series per configured store"
+    );
+    let deleted = u64::try_from(env.kube.deletions().len()).unwrap();
+    assert!(same(
+        one("vault_backup_taskruns_deleted", "taskrun-prune"),
+        deleted
+    ));
 }
 
 /// A spec whose Vault does not exist: enough for the checks made before a step talks to anyone,

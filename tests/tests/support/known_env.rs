@@ -42,6 +42,13 @@ pub fn known_env() -> BTreeMap<String, BTreeSet<String>> {
             ),
         ),
         (
+            "vault-restore".to_owned(),
+            set(
+                variables::<vault_restore::RawConfig>(),
+                &vault_restore::config::RESULTS,
+            ),
+        ),
+        (
             "taskrun-prune".to_owned(),
             set(
                 variables::<taskrun_prune::RawConfig>(),

@@ -1,0 +1,164 @@
+//! The restore Tasks as written, through the step runner: the weekly drill into a local OpenBao
+//! sidecar from the S3 copy, and the restore for the bad day into a fresh cluster from the
+//! directory store, with its safety snapshot and its confirmation.
+
+#[path = "support/known_env.rs"]
+mod support;
+
+use serde_json::Value;
+use support::known_env;
+use vault_backup_testbed::e2e::{self, Environment, Run, Setup};
+use vault_backup_testbed::openbao::{Cluster, Options};
+use vault_backup_testbed::runner::RunError;
+use vault_backup_testbed::venv;
+
+fn manifest(dir: &std::path::Path, name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.snap.json"))).unwrap()).unwrap()
+}
+
+#[test]
+fn the_drill_restores_the_s3_copy_into_its_sidecar_and_finds_this_runs_canary() {
+    let env = Environment::start();
+    let backup = env
+        .run_task(known_env(), false)
+        .expect("the backup Task runs");
+    assert!(backup.succeeded(), "{:?}", backup.steps);
+    let name = backup.results["snapshot-name"].clone();
+    let manifest = manifest(&env.backups, &name);
+    assert_eq!(
+        manifest["canary"]["taskrun"], env.task_run_name,
+        "the backup recorded this run's canary: {manifest}"
+    );
+
+    let drill = env
+        .run_drill("vault-restore-drill-w48", known_env(), false)
+        .expect("the drill Task runs as written");
+    for step in &drill.steps {
+        assert_eq!(
+            step.code, 0,
+            "step {} failed:\n{}\n--- sidecar ---\n{}",
+            step.name, step.stderr, drill.sidecar_logs["openbao"]
+        );
+    }
+    assert_eq!(drill.results["restored-snapshot"], name);
+    assert_eq!(drill.results["canary"], "ok");
+    let restored: u64 = drill.results["raft-index"].parse().expect("a number");
+    let recorded = manifest["raft_index"]
+        .as_u64()
+        .expect("the manifest's raft_index");
+    assert!(
+        restored >= recorded,
+        "restored index {restored} < manifest's {recorded}"
+    );
+    let seconds: f64 = drill.results["restore-seconds"].parse().expect("seconds");
+    assert!(seconds > 0.0 && seconds < 300.0, "{seconds}");
+    // Nothing secret in any log line or result.
+    let secrets = [
+        env.cluster.unseal_key(),
+        env.cluster.root_token(),
+        env.token.as_str(),
+    ];
+    for step in &drill.steps {
+        for secret in secrets {
+            assert!(
+                !step.stderr.contains(secret),
+                "a secret in the {} log",
+                step.name
+            );
+        }
+    }
+    for value in drill.results.values() {
+        for secret in secrets {
+            assert!(!value.contains(secret), "a secret in a result");
+        }
+    }
+}
+
+#[test]
+fn the_restore_task_puts_a_directory_backup_into_a_fresh_cluster_after_a_safety_snapshot() {
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        s3: false,
+        ..Setup::default()
+    });
+    let backup = env
+        .run_task(known_env(), false)
+        .expect("the backup Task runs");
+    assert!(backup.succeeded(), "{:?}", backup.steps);
+    let name = backup.results["snapshot-name"].clone();
+
+    // Another cluster, with data of its own, and a login holding only the restore policy.
+    let target = Cluster::start(1, Options::default());
+    target.write_secret("secret/target-only", &[("v", "before the restore")]);
+    let policy =
+        std::fs::read_to_string(venv::workspace_root().join("tekton/vault-restore-policy.hcl"))
+            .unwrap();
+    let token = target.token_with_policy("vault-restore", &policy);
+    let target_secret = env.path().join("restore-target.yaml");
+    std::fs::write(
+        &target_secret,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-restore-target\ntype: Opaque\nstringData:\n  \
+             VAULT_ADDR: \"{}\"\n  VAULT_TOKEN: \"{token}\"\n",
+            target.addr(0)
+        ),
+    )
+    .unwrap();
+    let run = |run_name: &str, confirm: &str| {
+        env.run_shipped(
+            &Run {
+                task: "tekton/restore-task.yaml",
+                taskrun: "tekton/restore-taskrun.yaml",
+                name: run_name,
+                params: vec![("confirm", confirm), ("force", "true")],
+                bind: vec!["backups"],
+                objects: vec![target_secret.clone()],
+            },
+            known_env(),
+            false,
+        )
+    };
+    let untouched = || {
+        target
+            .read_secret_as(0, target.root_token(), "secret/target-only", "v")
+            .expect("the target still has its own data")
+    };
+
+    // Not confirmed, or confirmed for another snapshot: exit 2, nothing restored.
+    for (run_name, confirm) in [
+        ("vault-restore-a", ""),
+        ("vault-restore-b", "vault-20200101T000000Z"),
+    ] {
+        let err = run(run_name, confirm)
+            .map(|o| o.steps)
+            .expect_err("a restore needs confirm");
+        assert!(
+            matches!(&err, RunError::Config { step, .. } if step == "restore")
+                && err.to_string().contains("RESTORE_CONFIRM"),
+            "{err}"
+        );
+        assert_eq!(untouched(), "before the restore");
+    }
+
+    let outcome = run("vault-restore-c", &name).expect("the restore Task runs as written");
+    let step = outcome.step("restore").unwrap();
+    assert_eq!(step.code, 0, "{}", step.stderr);
+    assert_eq!(outcome.results["restored-snapshot"], name);
+    assert_eq!(
+        outcome.results["sealed"], "true",
+        "a restore into another cluster seals it"
+    );
+    // The safety snapshot of the target's prior state is in the scratch workspace, whole.
+    let safety = &outcome.results["safety-snapshot"];
+    let scratch = env.scratch_of("vault-restore-c");
+    e2e::sha256sum_check(&scratch, &format!("{safety}.snap.sha256"));
+    // Unsealed with the source cluster's key, the target holds the source's secrets.
+    target.unseal_with(0, env.cluster.unseal_key());
+    let restored = target
+        .read_secret_as(0, env.cluster.root_token(), "secret/db", "password")
+        .expect("the source's secret");
+    assert_eq!(restored, "correct horse battery staple");
+    for secret in [token.as_str(), env.cluster.unseal_key()] {
+        assert!(!step.stderr.contains(secret), "a secret in the restore log");
+    }
+}
