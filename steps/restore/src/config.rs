@@ -10,10 +10,10 @@ use serde::Deserialize;
 use vault_backup_common::artifact;
 use vault_backup_common::env::{self, ConfigError, Secret};
 use vault_backup_common::tekton::Results;
-use vault_backup_stores::S3Env;
+pub use vault_backup_stores::S3Env;
 use vault_backup_stores::s3config::s3_config;
 use vault_backup_vault::config::canary_location;
-use vault_backup_vault::{VaultEnv, VaultSettings};
+pub use vault_backup_vault::{VaultEnv, VaultSettings};
 
 pub use vault_backup_stores::S3Config;
 
@@ -43,49 +43,52 @@ pub const RESULTS: [&str; 6] = [
 /// The prefix of the safety snapshot's name: `pre-restore-<UTC timestamp>`.
 pub const SAFETY_PREFIX: &str = "pre-restore";
 
-/// The variables, exactly as documented; all optional strings so that errors can name the
-/// variable without echoing its value.
+/// The step's own variables, exactly as documented; all optional strings so that errors can
+/// name the variable without echoing its value.
 #[derive(Debug, Default, Deserialize)]
 #[allow(missing_docs)]
-pub struct RawConfig {
+pub struct RestoreEnv {
     pub restore_mode: Option<String>,
     pub snapshot_dir: String,
     pub snapshot_name: Option<String>,
     pub snapshot_prefix: Option<String>,
     pub restore_from: Option<String>,
     pub backup_dir: Option<String>,
-    pub bucket_host: Option<String>,
-    pub bucket_port: Option<String>,
-    pub bucket_name: Option<String>,
-    pub bucket_region: Option<String>,
-    pub bucket_subregion: Option<String>,
-    pub bucket_ssl: Option<String>,
-    pub aws_access_key_id: Option<String>,
-    pub aws_secret_access_key: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_bucket: Option<String>,
-    pub s3_prefix: Option<String>,
-    pub s3_tls: Option<String>,
-    pub s3_cacert: Option<String>,
-    pub vault_addr: String,
-    pub vault_cacert: Option<String>,
-    pub vault_skip_verify: Option<String>,
-    pub vault_namespace: Option<String>,
-    pub vault_token: Option<String>,
-    pub vault_token_file: Option<String>,
-    pub vault_role_id: Option<String>,
-    pub vault_secret_id: Option<String>,
-    pub vault_secret_id_file: Option<String>,
-    pub vault_approle_mount: Option<String>,
-    pub vault_auth_role: Option<String>,
-    pub vault_auth_mount: Option<String>,
-    pub vault_auth_jwt_file: Option<String>,
     pub restore_confirm: Option<String>,
     pub restore_force: Option<String>,
     pub drill_unseal_keys_file: Option<String>,
     pub canary_path: Option<String>,
     pub canary_mount: Option<String>,
     pub restore_timeout: Option<String>,
+}
+
+/// Everything the step reads, from one environment: its own variables, the S3 ones (as the
+/// sync step reads them) and the Vault ones (as the snapshot step reads them).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// `RESTORE_*`, `SNAPSHOT_*`, `BACKUP_DIR`, `DRILL_UNSEAL_KEYS_FILE`, `CANARY_*`.
+    #[serde(flatten)]
+    pub restore: RestoreEnv,
+    /// The bucket claim's or the plain S3 variables.
+    #[serde(flatten)]
+    pub s3: S3Env,
+    /// `VAULT_ADDR`, TLS, namespace and login.
+    #[serde(flatten)]
+    pub vault: VaultEnv,
+}
+
+impl RawConfig {
+    /// The variable names the step reads. Listed part by part: a flattened struct hides its
+    /// field names from [`env::variables`].
+    #[must_use]
+    pub fn variables() -> Vec<String> {
+        [
+            env::variables::<RestoreEnv>(),
+            env::variables::<S3Env>(),
+            env::variables::<VaultEnv>(),
+        ]
+        .concat()
+    }
 }
 
 /// The store the snapshot is fetched from.
@@ -139,48 +142,6 @@ pub struct Config {
     pub results: Results,
 }
 
-impl RawConfig {
-    /// The Vault variables, for the shared parser.
-    #[must_use]
-    pub fn vault_env(&self) -> VaultEnv {
-        VaultEnv {
-            vault_addr: self.vault_addr.clone(),
-            vault_cacert: self.vault_cacert.clone(),
-            vault_skip_verify: self.vault_skip_verify.clone(),
-            vault_namespace: self.vault_namespace.clone(),
-            vault_token: self.vault_token.clone(),
-            vault_token_file: self.vault_token_file.clone(),
-            vault_role_id: self.vault_role_id.clone(),
-            vault_secret_id: self.vault_secret_id.clone(),
-            vault_secret_id_file: self.vault_secret_id_file.clone(),
-            vault_approle_mount: self.vault_approle_mount.clone(),
-            vault_auth_role: self.vault_auth_role.clone(),
-            vault_auth_mount: self.vault_auth_mount.clone(),
-            vault_auth_jwt_file: self.vault_auth_jwt_file.clone(),
-        }
-    }
-
-    /// The S3 variables, for the shared parser.
-    #[must_use]
-    pub fn s3_env(&self) -> S3Env {
-        S3Env {
-            bucket_host: self.bucket_host.clone(),
-            bucket_port: self.bucket_port.clone(),
-            bucket_name: self.bucket_name.clone(),
-            bucket_region: self.bucket_region.clone(),
-            bucket_subregion: self.bucket_subregion.clone(),
-            bucket_ssl: self.bucket_ssl.clone(),
-            aws_access_key_id: self.aws_access_key_id.clone(),
-            aws_secret_access_key: self.aws_secret_access_key.clone(),
-            s3_endpoint: self.s3_endpoint.clone(),
-            s3_bucket: self.s3_bucket.clone(),
-            s3_prefix: self.s3_prefix.clone(),
-            s3_tls: self.s3_tls.clone(),
-            s3_cacert: self.s3_cacert.clone(),
-        }
-    }
-}
-
 impl Config {
     /// Reads the configuration from the environment.
     ///
@@ -212,8 +173,8 @@ fn snapshot_name(variable: &str, name: &str) -> Result<String, ConfigError> {
     })
 }
 
-fn source(raw: &RawConfig) -> Result<Source, ConfigError> {
-    let s3 = s3_config(&raw.s3_env())?;
+fn source(raw: &RestoreEnv, s3: &S3Env) -> Result<Source, ConfigError> {
+    let s3 = s3_config(s3)?;
     let dir = raw
         .backup_dir
         .as_deref()
@@ -272,6 +233,11 @@ impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let RawConfig {
+            restore: raw,
+            s3,
+            vault,
+        } = raw;
         let drill = match raw.restore_mode.as_deref().map(str::trim) {
             None | Some("cluster") => false,
             Some("drill") => true,
@@ -343,13 +309,13 @@ impl TryFrom<RawConfig> for Config {
                 force: env::parse_bool("RESTORE_FORCE", raw.restore_force.as_deref(), false)?,
             }
         };
-        let vault = VaultSettings::try_from(raw.vault_env())?;
+        let vault = VaultSettings::try_from(vault)?;
         Ok(Self {
             mode,
             snapshot_dir: env::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?,
             snapshot_name,
             prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
-            source: source(&raw)?,
+            source: source(&raw, &s3)?,
             vault,
             timeout: env::parse_duration(
                 "RESTORE_TIMEOUT",
@@ -378,6 +344,22 @@ mod tests {
             vars.push(((*k).into(), (*v).into()));
         }
         Config::try_from(env::from_iter::<RawConfig, _>(vars)?)
+    }
+
+    #[test]
+    fn the_variable_list_names_every_field() {
+        let names = RawConfig::variables();
+        assert!(
+            ["BUCKET_HOST", "VAULT_ADDR", "RESTORE_MODE"]
+                .iter()
+                .all(|v| names.contains(&(*v).to_owned()))
+        );
+        let all: RawConfig =
+            env::from_iter(names.into_iter().map(|n| (n, "x".to_owned()))).unwrap();
+        assert!(
+            !format!("{all:?}").contains("None"),
+            "a field is not in variables(): {all:?}"
+        );
     }
 
     #[test]

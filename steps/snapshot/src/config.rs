@@ -4,36 +4,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use url::Url;
 use vault_backup_common::env::{self, ConfigError};
 use vault_backup_common::tekton::Results;
 pub use vault_backup_vault::config::DEFAULT_JWT_FILE;
 use vault_backup_vault::config::canary_location;
-pub use vault_backup_vault::{Auth, Tls};
-use vault_backup_vault::{VaultEnv, VaultSettings};
+pub use vault_backup_vault::{Auth, Tls, VaultEnv, VaultSettings};
 
 /// The Tekton results this step writes.
 pub const RESULTS: [&str; 3] = ["snapshot-name", "snapshot-sha256", "snapshot-bytes"];
 
-/// The variables, exactly as documented; all optional strings so that parsing errors can name
-/// the variable without echoing its value. Read through [`env::from_env`], which drops empty
-/// values, so `Some` always holds something.
+/// The step's own variables, exactly as documented; all optional strings so that parsing errors
+/// can name the variable without echoing its value. Read through [`env::from_env`], which drops
+/// empty values, so `Some` always holds something.
 #[derive(Debug, Default, Deserialize)]
 #[allow(missing_docs)]
-pub struct RawConfig {
-    pub vault_addr: String,
-    pub vault_cacert: Option<String>,
-    pub vault_skip_verify: Option<String>,
-    pub vault_namespace: Option<String>,
-    pub vault_token: Option<String>,
-    pub vault_token_file: Option<String>,
-    pub vault_role_id: Option<String>,
-    pub vault_secret_id: Option<String>,
-    pub vault_secret_id_file: Option<String>,
-    pub vault_approle_mount: Option<String>,
-    pub vault_auth_role: Option<String>,
-    pub vault_auth_mount: Option<String>,
-    pub vault_auth_jwt_file: Option<String>,
+pub struct SnapshotEnv {
     pub snapshot_dir: String,
     pub snapshot_prefix: Option<String>,
     pub snapshot_timeout: Option<String>,
@@ -42,6 +27,30 @@ pub struct RawConfig {
     pub canary_path: Option<String>,
     pub canary_mount: Option<String>,
     pub taskrun_name: Option<String>,
+}
+
+/// Everything the step reads, from one environment: its own variables and the Vault ones.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// `SNAPSHOT_*`, `CANARY_*`, `TASKRUN_NAME`.
+    #[serde(flatten)]
+    pub snapshot: SnapshotEnv,
+    /// `VAULT_ADDR`, TLS, namespace and login.
+    #[serde(flatten)]
+    pub vault: VaultEnv,
+}
+
+impl RawConfig {
+    /// The variable names the step reads. Listed part by part: a flattened struct hides its
+    /// field names from [`env::variables`].
+    #[must_use]
+    pub fn variables() -> Vec<String> {
+        [
+            env::variables::<SnapshotEnv>(),
+            env::variables::<VaultEnv>(),
+        ]
+        .concat()
+    }
 }
 
 /// Where the canary goes and what it says, from `CANARY_PATH`, `CANARY_MOUNT`, `TASKRUN_NAME`.
@@ -58,15 +67,9 @@ pub struct CanarySpec {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `VAULT_ADDR`: any node of the cluster; the leader is found from there.
-    pub vault_addr: Url,
-    /// TLS settings.
-    pub tls: Tls,
-    /// `VAULT_NAMESPACE`, sent as `X-Vault-Namespace` on the login request only: Vault Enterprise
-    /// serves `sys/storage/raft/snapshot` from the root namespace alone.
-    pub namespace: Option<String>,
-    /// How to log in.
-    pub auth: Auth,
+    /// `VAULT_ADDR` (any node of the cluster; the leader is found from there), TLS, namespace
+    /// and login.
+    pub vault: VaultSettings,
     /// `SNAPSHOT_DIR`: the workspace directory the snapshot is written to.
     pub snapshot_dir: PathBuf,
     /// `SNAPSHOT_PREFIX` (default `vault`): names are `<prefix>-<UTC timestamp>`.
@@ -81,28 +84,6 @@ pub struct Config {
     pub canary: Option<CanarySpec>,
     /// Where to write Tekton results.
     pub results: Results,
-}
-
-impl RawConfig {
-    /// The Vault variables, for the shared parser.
-    #[must_use]
-    pub fn vault_env(&self) -> VaultEnv {
-        VaultEnv {
-            vault_addr: self.vault_addr.clone(),
-            vault_cacert: self.vault_cacert.clone(),
-            vault_skip_verify: self.vault_skip_verify.clone(),
-            vault_namespace: self.vault_namespace.clone(),
-            vault_token: self.vault_token.clone(),
-            vault_token_file: self.vault_token_file.clone(),
-            vault_role_id: self.vault_role_id.clone(),
-            vault_secret_id: self.vault_secret_id.clone(),
-            vault_secret_id_file: self.vault_secret_id_file.clone(),
-            vault_approle_mount: self.vault_approle_mount.clone(),
-            vault_auth_role: self.vault_auth_role.clone(),
-            vault_auth_mount: self.vault_auth_mount.clone(),
-            vault_auth_jwt_file: self.vault_auth_jwt_file.clone(),
-        }
-    }
 }
 
 impl Config {
@@ -121,13 +102,11 @@ impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        let vault = VaultSettings::try_from(raw.vault_env())?;
+        let vault = VaultSettings::try_from(raw.vault)?;
+        let raw = raw.snapshot;
         let snapshot_dir = env::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
         Ok(Self {
-            auth: vault.auth,
-            vault_addr: vault.addr,
-            tls: vault.tls,
-            namespace: vault.namespace,
+            vault,
             snapshot_dir,
             prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
             timeout: env::parse_duration(
@@ -176,10 +155,24 @@ mod tests {
     }
 
     #[test]
+    fn the_variable_list_names_every_field() {
+        let names = RawConfig::variables();
+        assert!(
+            names.iter().any(|n| n == "VAULT_ADDR") && names.iter().any(|n| n == "TASKRUN_NAME")
+        );
+        let all: RawConfig =
+            env::from_iter(names.into_iter().map(|n| (n, "x".to_owned()))).unwrap();
+        assert!(
+            !format!("{all:?}").contains("None"),
+            "a field is not in variables(): {all:?}"
+        );
+    }
+
+    #[test]
     fn token_config_with_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let c = raw(dir.path().to_str().unwrap(), &[("VAULT_TOKEN", "s.abc")]).unwrap();
-        assert_eq!(c.auth, Auth::Token(Secret::new("s.abc")));
+        assert_eq!(c.vault.auth, Auth::Token(Secret::new("s.abc")));
         assert_eq!(
             (c.prefix.as_str(), c.retries, c.timeout),
             ("vault", 3, Duration::from_secs(600))
@@ -273,7 +266,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.auth,
+            c.vault.auth,
             Auth::AppRole {
                 mount: "approle".into(),
                 role_id: "rid".into(),
@@ -290,7 +283,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.auth,
+            c.vault.auth,
             Auth::Kubernetes {
                 mount: "k8s-prod".into(),
                 role: "backup".into(),

@@ -69,15 +69,15 @@ pub async fn run(config: Config) -> Result<Summary> {
 
 async fn run_attempts(config: &Config) -> Result<Summary> {
     let vault = Vault::new(
-        &config.tls,
-        config.namespace.clone(),
+        &config.vault.tls,
+        config.vault.namespace.clone(),
         Duration::from_secs(10),
         concat!("vault-snapshot/", env!("CARGO_PKG_VERSION")),
         "SNAPSHOT_TIMEOUT",
     )?;
     tracing::info!(
-        vault_addr = %config.vault_addr,
-        auth = %config.auth.describe(),
+        vault_addr = %config.vault.addr,
+        auth = %config.vault.auth.describe(),
         dir = %config.snapshot_dir.display(),
         "taking a raft snapshot"
     );
@@ -89,7 +89,7 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
             {
                 Ok(r) => r,
                 Err(_) => Err(Error::Vault(vault_backup_vault::Error::Timeout {
-                    addr: config.vault_addr.to_string(),
+                    addr: config.vault.addr.to_string(),
                     after: config.timeout,
                     variable: "SNAPSHOT_TIMEOUT",
                 })),
@@ -141,8 +141,8 @@ async fn write_canary(
 }
 
 async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Summary> {
-    let leader = vault.find_leader(&config.vault_addr).await?;
-    let token = vault.login(&leader.addr, &config.auth).await?;
+    let leader = vault.find_leader(&config.vault.addr).await?;
+    let token = vault.login(&leader.addr, &config.vault.auth).await?;
     let canary = match &config.canary {
         Some(spec) => Some(write_canary(vault, &leader.addr, &token, spec).await?),
         None => None,

@@ -10,17 +10,22 @@ use common::{files, run_bin, sha256sum_check, shipped_policy};
 use rstest::rstest;
 use vault_backup_common::artifact::{Artifact, Manifest};
 use vault_backup_testbed::openbao::{Cluster, Options};
-use vault_snapshot::config::RawConfig;
+use vault_snapshot::config::{RawConfig, SnapshotEnv, VaultEnv};
 use vault_snapshot::{Config, run};
 
 fn config(addr: &str, dir: &std::path::Path, token: &str) -> Config {
     Config::try_from(RawConfig {
-        vault_addr: addr.into(),
-        vault_token: Some(token.into()),
-        snapshot_dir: dir.display().to_string(),
-        snapshot_retries: Some("2".into()),
-        snapshot_retry_delay: Some("1s".into()),
-        ..RawConfig::default()
+        snapshot: SnapshotEnv {
+            snapshot_dir: dir.display().to_string(),
+            snapshot_retries: Some("2".into()),
+            snapshot_retry_delay: Some("1s".into()),
+            ..SnapshotEnv::default()
+        },
+        vault: VaultEnv {
+            vault_addr: addr.into(),
+            vault_token: Some(token.into()),
+            ..VaultEnv::default()
+        },
     })
     .expect("valid config")
 }

@@ -1,11 +1,15 @@
 //! The S3 store's settings from the environment, in either form: an ObjectBucketClaim's
 //! `BUCKET_HOST`/`BUCKET_PORT`/`BUCKET_NAME`/`BUCKET_REGION`/`BUCKET_SSL` with the AWS key
 //! pair, or plain `S3_ENDPOINT`/`S3_BUCKET`; plus `S3_PREFIX`, `S3_TLS` and `S3_CACERT`.
+//!
+//! The sync step and the restore step read them alike: each holds an [`S3Env`] as a
+//! `#[serde(flatten)]` field of its raw configuration and parses it here, once.
 
+use serde::Deserialize;
 use vault_backup_common::env::{self as cfg, ConfigError, Secret};
 
 /// The S3 variables, exactly as documented, unparsed (`None` or non-empty).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[allow(missing_docs)]
 pub struct S3Env {
     pub bucket_host: Option<String>,

@@ -11,7 +11,7 @@ use vault_backup_common::tekton::Results;
 
 use crate::retention;
 pub use vault_backup_stores::S3Config;
-use vault_backup_stores::S3Env;
+pub use vault_backup_stores::S3Env;
 use vault_backup_stores::s3config::s3_config;
 
 /// The Tekton result with the comma-separated names of the stores that hold a verified copy.
@@ -21,27 +21,14 @@ pub const RESULT_S3_URL: &str = "s3-url";
 /// The Tekton result with the snapshot's path in `BACKUP_DIR`.
 pub const RESULT_DIR_PATH: &str = "dir-path";
 
-/// The configuration as read from the environment: exactly the documented names, unparsed.
-#[derive(Deserialize, Default)]
+/// The step's own variables, exactly as documented, unparsed.
+#[derive(Debug, Deserialize, Default)]
 #[allow(missing_docs)]
-pub struct RawConfig {
+pub struct SyncEnv {
     pub snapshot_dir: String,
     pub snapshot_name: Option<String>,
     pub snapshot_name_file: Option<String>,
     pub snapshot_prefix: Option<String>,
-    pub bucket_host: Option<String>,
-    pub bucket_port: Option<String>,
-    pub bucket_name: Option<String>,
-    pub bucket_region: Option<String>,
-    pub bucket_subregion: Option<String>,
-    pub bucket_ssl: Option<String>,
-    pub aws_access_key_id: Option<String>,
-    pub aws_secret_access_key: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_bucket: Option<String>,
-    pub s3_prefix: Option<String>,
-    pub s3_tls: Option<String>,
-    pub s3_cacert: Option<String>,
     pub backup_dir: Option<String>,
     pub retain_last: Option<String>,
     pub retain_days: Option<String>,
@@ -49,6 +36,26 @@ pub struct RawConfig {
     pub retain_weekly: Option<String>,
     pub retain_monthly: Option<String>,
     pub retain_dry_run: Option<String>,
+}
+
+/// The configuration as read from the environment: the step's own variables and the S3 ones.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawConfig {
+    /// `SNAPSHOT_*`, `BACKUP_DIR`, `RETAIN_*`.
+    #[serde(flatten)]
+    pub sync: SyncEnv,
+    /// The bucket claim's or the plain S3 variables.
+    #[serde(flatten)]
+    pub s3: S3Env,
+}
+
+impl RawConfig {
+    /// The variable names the step reads. Listed part by part: a flattened struct hides its
+    /// field names from [`cfg::variables`].
+    #[must_use]
+    pub fn variables() -> Vec<String> {
+        [cfg::variables::<SyncEnv>(), cfg::variables::<S3Env>()].concat()
+    }
 }
 
 /// Which snapshot in the workspace to sync.
@@ -81,28 +88,6 @@ pub struct Config {
     pub results: Results,
 }
 
-impl RawConfig {
-    /// The S3 variables, for the shared parser.
-    #[must_use]
-    pub fn s3_env(&self) -> S3Env {
-        S3Env {
-            bucket_host: self.bucket_host.clone(),
-            bucket_port: self.bucket_port.clone(),
-            bucket_name: self.bucket_name.clone(),
-            bucket_region: self.bucket_region.clone(),
-            bucket_subregion: self.bucket_subregion.clone(),
-            bucket_ssl: self.bucket_ssl.clone(),
-            aws_access_key_id: self.aws_access_key_id.clone(),
-            aws_secret_access_key: self.aws_secret_access_key.clone(),
-            s3_endpoint: self.s3_endpoint.clone(),
-            s3_bucket: self.s3_bucket.clone(),
-            s3_prefix: self.s3_prefix.clone(),
-            s3_tls: self.s3_tls.clone(),
-            s3_cacert: self.s3_cacert.clone(),
-        }
-    }
-}
-
 impl Config {
     /// Reads and validates the configuration from the environment.
     ///
@@ -120,6 +105,8 @@ impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let s3 = s3_config(&raw.s3)?;
+        let raw = raw.sync;
         let snapshot_dir = cfg::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
         let prefix = cfg::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?;
         let which = match (
@@ -141,7 +128,6 @@ impl TryFrom<RawConfig> for Config {
             }
             (None, None) => Which::Newest,
         };
-        let s3 = s3_config(&raw.s3_env())?;
         let backup_dir = raw
             .backup_dir
             .as_deref()
@@ -217,6 +203,20 @@ mod tests {
             ("AWS_ACCESS_KEY_ID", "AKIA"),
             ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
         ]
+    }
+
+    #[test]
+    fn the_variable_list_names_every_field() {
+        let names = RawConfig::variables();
+        assert!(
+            names.iter().any(|n| n == "BUCKET_HOST") && names.iter().any(|n| n == "RETAIN_LAST")
+        );
+        let all: RawConfig =
+            cfg::from_iter(names.into_iter().map(|n| (n, "x".to_owned()))).unwrap();
+        assert!(
+            !format!("{all:?}").contains("None"),
+            "a field is not in variables(): {all:?}"
+        );
     }
 
     #[rstest]

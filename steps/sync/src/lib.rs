@@ -29,7 +29,8 @@ use vault_backup_common::exit::one_line;
 use vault_backup_common::progress::mb_per_s;
 
 pub use config::{
-    Config, RESULT_DIR_PATH, RESULT_S3_URL, RESULT_SYNCED_STORES, RawConfig, S3Config, Which,
+    Config, RESULT_DIR_PATH, RESULT_S3_URL, RESULT_SYNCED_STORES, RawConfig, S3Config, S3Env,
+    SyncEnv, Which,
 };
 pub use error::{Error, Result};
 pub use report::{StoreReport, Summary};
@@ -333,8 +334,11 @@ mod tests {
     fn without_a_name_the_newest_complete_snapshot_is_chosen() {
         let ws = tempfile::tempdir().unwrap();
         let c = Config::try_from(RawConfig {
-            snapshot_dir: ws.path().display().to_string(),
-            backup_dir: Some("/".into()),
+            sync: SyncEnv {
+                snapshot_dir: ws.path().display().to_string(),
+                backup_dir: Some("/".into()),
+                ..SyncEnv::default()
+            },
             ..RawConfig::default()
         })
         .unwrap();

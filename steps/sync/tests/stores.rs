@@ -12,21 +12,26 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use snapshot_sync::{CancellationToken, Config, RawConfig, run_with};
+use snapshot_sync::{CancellationToken, Config, RawConfig, S3Env, SyncEnv, run_with};
 use vault_backup_common::tekton::Results;
 use vault_backup_testbed::process::wait_until;
 use vault_backup_testbed::seaweed::SeaweedFs;
 
 fn raw_for(s3: &SeaweedFs, ws: &std::path::Path, bk: &std::path::Path) -> RawConfig {
     RawConfig {
-        snapshot_dir: s(ws),
-        s3_endpoint: Some(s3.endpoint()),
-        s3_bucket: Some(s3.bucket().to_owned()),
-        s3_prefix: Some(PREFIX_IN_BUCKET.to_owned()),
-        aws_access_key_id: Some(s3.access_key().to_owned()),
-        aws_secret_access_key: Some(s3.secret_key().to_owned()),
-        backup_dir: Some(s(bk)),
-        ..RawConfig::default()
+        sync: SyncEnv {
+            snapshot_dir: s(ws),
+            backup_dir: Some(s(bk)),
+            ..SyncEnv::default()
+        },
+        s3: S3Env {
+            s3_endpoint: Some(s3.endpoint()),
+            s3_bucket: Some(s3.bucket().to_owned()),
+            s3_prefix: Some(PREFIX_IN_BUCKET.to_owned()),
+            aws_access_key_id: Some(s3.access_key().to_owned()),
+            aws_secret_access_key: Some(s3.secret_key().to_owned()),
+            ..S3Env::default()
+        },
     }
 }
 
@@ -38,11 +43,9 @@ async fn lands_in_s3_and_the_directory_and_sha256sum_checks_both() {
     let results = tempfile::tempdir().unwrap();
     let a = write_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 3 << 20);
 
-    let mut config = Config::try_from(RawConfig {
-        snapshot_name: Some(a.name().to_owned()),
-        ..raw_for(&s3, ws.path(), bk.path())
-    })
-    .unwrap();
+    let mut raw = raw_for(&s3, ws.path(), bk.path());
+    raw.sync.snapshot_name = Some(a.name().to_owned());
+    let mut config = Config::try_from(raw).unwrap();
     config.results = Results::in_dir(results.path());
     let cancel = CancellationToken::new();
     let summary = run_with(config, &cancel, Utc::now()).await.unwrap();
@@ -241,19 +244,21 @@ async fn retention_over_s3_and_a_directory_with_20_dated_snapshots() {
     let current = write_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 1 << 20);
     let now = at(2026, 11, 24, 12);
 
-    let raw = || RawConfig {
-        retain_last: Some("3".into()),
-        retain_weekly: Some("3".into()),
-        ..raw_for(&s3, ws.path(), bk.path())
+    let raw = || {
+        let mut raw = raw_for(&s3, ws.path(), bk.path());
+        raw.sync.retain_last = Some("3".into());
+        raw.sync.retain_weekly = Some("3".into());
+        raw
     };
     let cancel = CancellationToken::new();
 
     // A dry run plans and deletes nothing.
     let before_bucket = bucket_files(&s3);
     let dry = run_with(
-        Config::try_from(RawConfig {
-            retain_dry_run: Some("true".into()),
-            ..raw()
+        Config::try_from({
+            let mut raw = raw();
+            raw.sync.retain_dry_run = Some("true".into());
+            raw
         })
         .unwrap(),
         &cancel,

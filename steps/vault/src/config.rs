@@ -2,11 +2,13 @@
 //!
 //! The snapshot step and the restore step log in the same way; this module parses the variables
 //! once so both accept exactly the same values and refuse the same mistakes. A step's raw
-//! configuration keeps the fields flat (so the step runner can list its variables) and hands
-//! them over as a [`VaultEnv`].
+//! configuration holds a [`VaultEnv`] as a `#[serde(flatten)]` field, read from the same
+//! environment as its own variables, and lists its variable names with
+//! [`env::variables`] of each part (a flattened struct hides its field names from serde).
 
 use std::path::PathBuf;
 
+use serde::Deserialize;
 use url::Url;
 use vault_backup_common::env::{self, ConfigError, Secret};
 
@@ -14,7 +16,7 @@ use vault_backup_common::env::{self, ConfigError, Secret};
 pub const DEFAULT_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// The Vault variables, exactly as documented, unparsed (`None` or non-empty).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[allow(missing_docs)]
 pub struct VaultEnv {
     pub vault_addr: String,

@@ -26,14 +26,14 @@ pub fn known_env() -> BTreeMap<String, BTreeSet<String>> {
         (
             "vault-snapshot".to_owned(),
             set(
-                variables::<vault_snapshot::config::RawConfig>(),
+                vault_snapshot::config::RawConfig::variables(),
                 &vault_snapshot::config::RESULTS,
             ),
         ),
         (
             "snapshot-sync".to_owned(),
             set(
-                variables::<snapshot_sync::RawConfig>(),
+                snapshot_sync::RawConfig::variables(),
                 &[
                     snapshot_sync::RESULT_SYNCED_STORES,
                     snapshot_sync::RESULT_S3_URL,
@@ -44,7 +44,7 @@ pub fn known_env() -> BTreeMap<String, BTreeSet<String>> {
         (
             "vault-restore".to_owned(),
             set(
-                variables::<vault_restore::RawConfig>(),
+                vault_restore::RawConfig::variables(),
                 &vault_restore::config::RESULTS,
             ),
         ),
