@@ -252,6 +252,29 @@ pub fn name_prefix(
     }
 }
 
+/// A snapshot's name as given to a step (`SNAPSHOT_NAME`, `SNAPSHOT_NAME_FILE`): the file name
+/// stem, with no path and no `.snap` suffix, in the characters [`name_prefix`] allows.
+///
+/// # Errors
+/// A [`ConfigError`] naming `variable`, with an example of a good name.
+pub fn snapshot_name(variable: &str, name: &str) -> Result<String, ConfigError> {
+    let name = name.trim();
+    if name.ends_with(crate::artifact::SNAP_SUFFIX) || name.contains(".snap.") {
+        return Err(ConfigError::new(
+            variable,
+            format!("expected the snapshot name without its .snap suffix, got {name:?}"),
+        ));
+    }
+    name_prefix(variable, Some(name), "").map_err(|_| {
+        ConfigError::new(
+            variable,
+            format!(
+                "expected a snapshot name of letters, digits, '-', '_' or '.' such as vault-20261124T063700Z, got {name:?}"
+            ),
+        )
+    })
+}
+
 /// The variable names a raw configuration struct reads (its field names, upper-cased), taken
 /// from the struct's own `Deserialize` implementation so the list cannot drift from the code.
 /// The step runner uses it to check that the Task sets no variable a binary would ignore.
@@ -440,5 +463,25 @@ mod tests {
     fn prefixes(#[case] value: Option<&str>, #[case] want: Result<&str, ()>) {
         let got = name_prefix("SNAPSHOT_PREFIX", value, "vault");
         assert_eq!(got.as_deref().map_err(|_| ()), want);
+    }
+
+    #[rstest]
+    #[case(" vault-20261124T063700Z\n", Ok("vault-20261124T063700Z"))]
+    #[case("vault-20261124T063700Z.snap", Err("without its .snap suffix"))]
+    #[case("vault-20261124T063700Z.snap.sha256", Err("without its .snap suffix"))]
+    #[case(
+        "../vault-20261124T063700Z",
+        Err("expected a snapshot name of letters")
+    )]
+    #[case("", Err("expected a snapshot name of letters"))]
+    fn snapshot_names(#[case] value: &str, #[case] want: Result<&str, &str>) {
+        match (snapshot_name("SNAPSHOT_NAME", value), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want),
+            (Err(e), Err(want)) => {
+                assert_eq!(e.variable, "SNAPSHOT_NAME");
+                assert!(e.message.contains(want), "{e}");
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
     }
 }

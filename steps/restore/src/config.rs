@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use vault_backup_common::artifact;
 use vault_backup_common::env::{self, ConfigError, Secret};
 use vault_backup_common::tekton::Results;
 pub use vault_backup_stores::S3Env;
@@ -154,25 +153,6 @@ impl Config {
     }
 }
 
-/// A snapshot name as a file name stem: no path, no suffix.
-fn snapshot_name(variable: &str, name: &str) -> Result<String, ConfigError> {
-    let name = name.trim();
-    if name.ends_with(artifact::SNAP_SUFFIX) || name.contains(".snap.") {
-        return Err(ConfigError::new(
-            variable,
-            format!("expected the snapshot name without its .snap suffix, got {name:?}"),
-        ));
-    }
-    env::name_prefix(variable, Some(name), "").map_err(|_| {
-        ConfigError::new(
-            variable,
-            format!(
-                "expected a snapshot name of letters, digits, '-', '_' or '.' such as vault-20261124T063700Z, got {name:?}"
-            ),
-        )
-    })
-}
-
 fn source(raw: &RestoreEnv, s3: &S3Env) -> Result<Source, ConfigError> {
     let s3 = s3_config(s3)?;
     let dir = raw
@@ -251,7 +231,7 @@ impl TryFrom<RawConfig> for Config {
         let snapshot_name = raw
             .snapshot_name
             .as_deref()
-            .map(|n| snapshot_name("SNAPSHOT_NAME", n))
+            .map(|n| env::snapshot_name("SNAPSHOT_NAME", n))
             .transpose()?;
         let mode = if drill {
             for (var, set) in [

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use vault_backup_common::artifact;
 use vault_backup_common::env::{self as cfg, ConfigError};
 use vault_backup_common::tekton::Results;
 
@@ -119,12 +118,12 @@ impl TryFrom<RawConfig> for Config {
                     "both are set; set one of them, or neither for the newest complete snapshot",
                 ));
             }
-            (Some(name), None) => Which::Named(snapshot_name("SNAPSHOT_NAME", name)?),
+            (Some(name), None) => Which::Named(cfg::snapshot_name("SNAPSHOT_NAME", name)?),
             (None, Some(file)) => {
                 let text = std::fs::read_to_string(file.trim()).map_err(|e| {
                     ConfigError::new("SNAPSHOT_NAME_FILE", format!("cannot read {file}: {e}"))
                 })?;
-                Which::Named(snapshot_name("SNAPSHOT_NAME_FILE", text.trim())?)
+                Which::Named(cfg::snapshot_name("SNAPSHOT_NAME_FILE", text.trim())?)
             }
             (None, None) => Which::Newest,
         };
@@ -159,25 +158,6 @@ impl TryFrom<RawConfig> for Config {
             results: Results::default(),
         })
     }
-}
-
-/// A snapshot name as a file name stem: no path, no suffix.
-fn snapshot_name(variable: &str, name: &str) -> Result<String, ConfigError> {
-    let name = name.trim();
-    if name.ends_with(artifact::SNAP_SUFFIX) || name.contains(".snap.") {
-        return Err(ConfigError::new(
-            variable,
-            format!("expected the snapshot name without its .snap suffix, got {name:?}"),
-        ));
-    }
-    cfg::name_prefix(variable, Some(name), "").map_err(|_| {
-        ConfigError::new(
-            variable,
-            format!(
-                "expected a snapshot name of letters, digits, '-', '_' or '.' such as vault-20261124T063700Z, got {name:?}"
-            ),
-        )
-    })
 }
 
 #[cfg(test)]
