@@ -4,12 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use url::Url;
 use vault_backup_common::Secret;
-use vault_backup_common::artifact::{self, Artifact, MANIFEST_VERSION, Manifest};
-use vault_backup_common::fsutil;
-use vault_backup_vault::{Vault, download};
+use vault_backup_vault::{Target, Vault, save_snapshot};
 
 use crate::config::SAFETY_PREFIX;
 use crate::error::{Error, Result};
@@ -27,8 +24,7 @@ pub struct Safety {
 }
 
 /// Takes a snapshot of the leader's current state into `dir` as `pre-restore-<timestamp>`, with
-/// its `.sha256` and manifest, exactly as the snapshot step saves one (the shared client,
-/// receive and archive check, temp + fsync + rename, sidecars last).
+/// its `.sha256` and manifest, by the very routine the snapshot step saves one with.
 ///
 /// # Errors
 /// Any failure of the snapshot, as the snapshot step would report it.
@@ -39,46 +35,24 @@ pub async fn safety_snapshot(
     dir: &Path,
     timeout: Duration,
 ) -> Result<Safety> {
-    let (served_by, response) = vault.open_snapshot(&leader.addr, token, timeout).await?;
-    let created_at = Utc::now();
-    let a = Artifact::timestamped(SAFETY_PREFIX, created_at);
-    let served = served_by.origin().ascii_serialization();
-    let got = download::receive(response, dir, &served).await?;
-    let path =
-        fsutil::persist(got.file, dir, &a.snap_file(), false).map_err(|source| Error::Io {
-            path: dir.join(a.snap_file()),
-            source,
-        })?;
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        name: a.name().to_owned(),
-        file: a.snap_file(),
-        bytes: got.bytes,
-        sha256: got.sha256.clone(),
-        created_at,
-        leader_address: served.clone(),
-        server_version: leader.version.clone(),
-        raft_index: got.info.index,
-        raft_term: got.info.term,
-        tool: concat!("vault-restore ", env!("CARGO_PKG_VERSION")).to_owned(),
+    let target = Target {
+        dir,
+        prefix: SAFETY_PREFIX,
+        tool: concat!("vault-restore ", env!("CARGO_PKG_VERSION")),
         canary: None,
     };
-    if let Err(e) = artifact::write_sidecars(dir, &a, &manifest) {
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(dir.join(a.manifest_file()));
-        return Err(e.into());
-    }
+    let saved = save_snapshot(vault, leader, token, timeout, target).await?;
     tracing::info!(
-        name = a.name(),
-        path = %path.display(),
-        bytes = got.bytes,
-        sha256 = %got.sha256,
-        raft_index = got.info.index,
+        name = saved.artifact.name(),
+        path = %saved.path.display(),
+        bytes = saved.manifest.bytes,
+        sha256 = %saved.manifest.sha256,
+        raft_index = saved.manifest.raft_index,
         "safety snapshot of the target's current state saved; restore it to undo this restore"
     );
     Ok(Safety {
-        name: a.name().to_owned(),
-        path,
+        name: saved.artifact.name().to_owned(),
+        path: saved.path,
     })
 }
 

@@ -81,9 +81,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The sidecars of the safety snapshot could not be written.
-    #[error(transparent)]
-    Artifact(#[from] vault_backup_common::artifact::ArtifactError),
     /// The safety snapshot of the target's current state failed: nothing was restored.
     #[error("the safety snapshot of {addr} before the restore failed, so nothing was restored")]
     SafetySnapshot {

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use vault_backup_common::ExitStatus;
-use vault_backup_common::artifact::ArtifactError;
 use vault_backup_common::env::ConfigError;
 use vault_backup_common::exit;
 
@@ -20,7 +19,7 @@ pub enum Error {
     /// Talking to Vault or receiving the snapshot failed.
     #[error(transparent)]
     Vault(#[from] vault_backup_vault::Error),
-    /// A local file could not be written.
+    /// A Tekton result file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
         /// The file or directory.
@@ -28,15 +27,6 @@ pub enum Error {
         /// The cause.
         #[source]
         source: std::io::Error,
-    },
-    /// The sidecars could not be written.
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
-    /// A snapshot with this name already exists: two runs in the same second, or a reused prefix.
-    #[error("{} already exists; not overwriting a finished snapshot", path.display())]
-    Exists {
-        /// The snapshot file.
-        path: PathBuf,
     },
     /// Terminated by a signal; nothing was left under a final name.
     #[error("interrupted by {0}; the partial download was removed")]

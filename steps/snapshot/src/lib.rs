@@ -13,19 +13,18 @@ pub mod error;
 pub mod metrics;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use vault_backup_common::artifact::{self, Artifact, Canary, MANIFEST_VERSION, Manifest};
+use vault_backup_common::artifact::{Canary, Manifest};
 use vault_backup_common::exit::one_line;
-use vault_backup_common::fsutil;
 use vault_backup_common::progress::mb_per_s;
 
 use config::CanarySpec;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use vault_backup_vault::{Vault, download};
+use vault_backup_vault::{Saved, Target, Vault, save_snapshot};
 
 /// What one successful run produced.
 #[derive(Debug, Clone)]
@@ -147,54 +146,25 @@ async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Su
         Some(spec) => Some(write_canary(vault, &leader.addr, &token, spec).await?),
         None => None,
     };
-    let (served_by, response) = vault
-        .open_snapshot(&leader.addr, &token, config.timeout)
-        .await?;
-    // Named when the transfer starts, not when the run started: after long retries, a name
-    // from the run's start could sort before a snapshot another run took in the meantime.
-    let created_at = Utc::now();
-    let artifact = &Artifact::timestamped(&config.prefix, created_at);
-    let final_path = config.snapshot_dir.join(artifact.snap_file());
-    if final_path.exists() {
-        return Err(Error::Exists { path: final_path });
-    }
-    let served = served_by.origin().ascii_serialization();
-    tracing::info!(leader = %served, version = leader.version.as_deref().unwrap_or("unknown"), name = artifact.name(), "leader is serving the snapshot");
-    let started = Instant::now();
-    let got = download::receive(response, &config.snapshot_dir, &served).await?;
-    let dir = &config.snapshot_dir;
-    let path = fsutil::persist(got.file, dir, &artifact.snap_file(), false).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::Exists {
-                path: dir.join(artifact.snap_file()),
-            }
-        } else {
-            Error::Io {
-                path: dir.join(artifact.snap_file()),
-                source,
-            }
-        }
-    })?;
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        name: artifact.name().to_owned(),
-        file: artifact.snap_file(),
-        bytes: got.bytes,
-        sha256: got.sha256.clone(),
-        created_at,
-        leader_address: served.clone(),
-        server_version: leader.version.clone(),
-        raft_index: got.info.index,
-        raft_term: got.info.term,
-        tool: concat!("vault-snapshot ", env!("CARGO_PKG_VERSION")).to_owned(),
-        canary,
-    };
-    if let Err(e) = artifact::write_sidecars(dir, artifact, &manifest) {
-        // A snapshot without its checksum file is incomplete by definition; don't leave one.
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(dir.join(artifact.manifest_file()));
-        return Err(e.into());
-    }
+    let Saved {
+        artifact,
+        path,
+        served_by: served,
+        manifest,
+        elapsed,
+    } = save_snapshot(
+        vault,
+        &leader,
+        &token,
+        config.timeout,
+        Target {
+            dir: &config.snapshot_dir,
+            prefix: &config.prefix,
+            tool: concat!("vault-snapshot ", env!("CARGO_PKG_VERSION")),
+            canary,
+        },
+    )
+    .await?;
     let write = |name: &str, value: &str| {
         config
             .results
@@ -205,19 +175,18 @@ async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Su
             })
     };
     write("snapshot-name", artifact.name())?;
-    write("snapshot-sha256", &got.sha256)?;
-    write("snapshot-bytes", &got.bytes.to_string())?;
-    let elapsed = started.elapsed();
+    write("snapshot-sha256", &manifest.sha256)?;
+    write("snapshot-bytes", &manifest.bytes.to_string())?;
     let secs = elapsed.as_secs_f64();
-    let mb_per_s = mb_per_s(got.bytes, elapsed);
+    let mb_per_s = mb_per_s(manifest.bytes, elapsed);
     tracing::info!(
         name = artifact.name(),
         path = %path.display(),
-        bytes = got.bytes,
-        sha256 = %got.sha256,
+        bytes = manifest.bytes,
+        sha256 = %manifest.sha256,
         leader = %served,
-        raft_index = got.info.index,
-        raft_term = got.info.term,
+        raft_index = manifest.raft_index,
+        raft_term = manifest.raft_term,
         seconds = format!("{secs:.2}"),
         mb_per_s = format!("{mb_per_s:.1}"),
         attempt,
@@ -226,8 +195,8 @@ async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Su
     Ok(Summary {
         name: artifact.name().to_owned(),
         path,
-        bytes: got.bytes,
-        sha256: got.sha256,
+        bytes: manifest.bytes,
+        sha256: manifest.sha256.clone(),
         leader: served,
         attempt,
         manifest,

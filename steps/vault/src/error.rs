@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vault_backup_common::artifact::ArtifactError;
 use vault_backup_common::env::ConfigError;
 
 use crate::archive::ArchiveError;
@@ -192,6 +193,15 @@ pub enum Error {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The sidecars of a saved snapshot could not be written (the `.snap` was removed again).
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// A snapshot with this name already exists: two runs in the same second, or a reused prefix.
+    #[error("{} already exists; not overwriting a finished snapshot", path.display())]
+    Exists {
+        /// The snapshot file.
+        path: PathBuf,
     },
 }
 

@@ -11,7 +11,9 @@ pub mod client;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod save;
 
 pub use client::{Init, Leader, LeaderInfo, SealStatus, Unseal, Vault};
 pub use config::{Auth, Tls, VaultEnv, VaultSettings};
 pub use error::{Error, Result};
+pub use save::{Saved, Target, save_snapshot};
