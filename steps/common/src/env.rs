@@ -285,6 +285,23 @@ pub fn variables<T: DeserializeOwned>() -> Vec<String> {
     names.iter().map(|n| n.to_uppercase()).collect()
 }
 
+/// Checks a variable list that [`variables`] cannot make itself: that of a raw configuration
+/// assembled from `#[serde(flatten)]` parts (serde hides a flattened struct's field names), which
+/// the step lists part by part. Reads `T` with each of `names` set and no other variable.
+///
+/// # Panics
+/// If `T` cannot be read so, or a field of `T` stays unset (its `Debug` shows a `None`): a
+/// variable the list misses, which the step runner would refuse in a Task. For unit tests.
+pub fn assert_names_cover<T: DeserializeOwned + fmt::Debug>(names: Vec<String>) {
+    let all: T = from_iter(names.into_iter().map(|n| (n, "x".to_owned())))
+        .unwrap_or_else(|e| panic!("the listed variables leave a required one unset: {e}"));
+    let shown = format!("{all:?}");
+    assert!(
+        !shown.contains("None"),
+        "a field has no variable in the list: {shown}"
+    );
+}
+
 /// A deserializer that records the field names a struct asks for, then stops.
 struct FieldNames<'a>(&'a mut Vec<&'static str>);
 
@@ -453,6 +470,29 @@ mod tests {
             err.to_string().starts_with("VAULT_TOKEN_FILE: cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_list_that_misses_a_field_is_caught() {
+        // Read through Debug only.
+        #[allow(dead_code)]
+        #[derive(Debug, Deserialize)]
+        struct Part {
+            vault_namespace: Option<String>,
+        }
+        #[allow(dead_code)]
+        #[derive(Debug, Deserialize)]
+        struct Whole {
+            #[serde(flatten)]
+            raw: Raw,
+            #[serde(flatten)]
+            part: Part,
+        }
+        assert!(variables::<Whole>().is_empty(), "flatten hides the names");
+        let both = [variables::<Raw>(), variables::<Part>()].concat();
+        assert_names_cover::<Whole>(both);
+        let missing = std::panic::catch_unwind(|| assert_names_cover::<Whole>(variables::<Raw>()));
+        assert!(missing.is_err());
     }
 
     #[rstest]

@@ -334,12 +334,7 @@ mod tests {
                 .iter()
                 .all(|v| names.contains(&(*v).to_owned()))
         );
-        let all: RawConfig =
-            env::from_iter(names.into_iter().map(|n| (n, "x".to_owned()))).unwrap();
-        assert!(
-            !format!("{all:?}").contains("None"),
-            "a field is not in variables(): {all:?}"
-        );
+        env::assert_names_cover::<RawConfig>(names);
     }
 
     #[test]

@@ -160,12 +160,7 @@ mod tests {
         assert!(
             names.iter().any(|n| n == "VAULT_ADDR") && names.iter().any(|n| n == "TASKRUN_NAME")
         );
-        let all: RawConfig =
-            env::from_iter(names.into_iter().map(|n| (n, "x".to_owned()))).unwrap();
-        assert!(
-            !format!("{all:?}").contains("None"),
-            "a field is not in variables(): {all:?}"
-        );
+        env::assert_names_cover::<RawConfig>(names);
     }
 
     #[test]

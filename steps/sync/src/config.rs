@@ -191,12 +191,7 @@ mod tests {
         assert!(
             names.iter().any(|n| n == "BUCKET_HOST") && names.iter().any(|n| n == "RETAIN_LAST")
         );
-        let all: RawConfig =
-            cfg::from_iter(names.into_iter().map(|n| (n, "x".to_owned()))).unwrap();
-        assert!(
-            !format!("{all:?}").contains("None"),
-            "a field is not in variables(): {all:?}"
-        );
+        cfg::assert_names_cover::<RawConfig>(names);
     }
 
     #[rstest]
