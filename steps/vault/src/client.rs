@@ -251,19 +251,9 @@ impl Vault {
         path: &'static str,
     ) -> Result<T> {
         let url = format!("{}/v1/{path}", base(addr));
-        let timeout = Duration::from_secs(30);
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
-        let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
+        let (status, body) = self
+            .exchange(addr, self.http.get(&url), Duration::from_secs(30))
+            .await?;
         match (status, serde_json::from_str(&body)) {
             (StatusCode::OK, Ok(value)) => Ok(value),
             (StatusCode::SERVICE_UNAVAILABLE, _)
@@ -387,21 +377,14 @@ impl Vault {
             }
         };
         let url = format!("{}/v1/auth/{mount}/login", base(leader));
-        let timeout = Duration::from_secs(30);
-        let resp = self
+        let request = self
             .http
             .post(&url)
             .headers(self.namespace_header())
-            .json(&body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(leader, e, timeout))?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| self.transport(leader, e, timeout))?;
+            .json(&body);
+        let (status, text) = self
+            .exchange(leader, request, Duration::from_secs(30))
+            .await?;
         let token = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["auth"]["client_token"].as_str().map(Secret::new));
@@ -470,21 +453,14 @@ impl Vault {
         data_path: &str,
     ) -> Result<Option<Value>> {
         let url = format!("{}/v1/{data_path}", base(addr));
-        let timeout = Duration::from_secs(30);
-        let resp = self
+        let request = self
             .http
             .get(&url)
             .headers(self.namespace_header())
-            .headers(Self::token_header(addr, token)?)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
-        let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
+            .headers(Self::token_header(addr, token)?);
+        let (status, body) = self
+            .exchange(addr, request, Duration::from_secs(30))
+            .await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -710,12 +686,23 @@ impl Vault {
         body: &Value,
     ) -> Result<(StatusCode, String)> {
         let url = format!("{}/v1/{path}", base(addr));
-        let timeout = Duration::from_secs(60);
-        let mut req = self.http.request(method, &url).json(body).timeout(timeout);
+        let mut req = self.http.request(method, &url).json(body);
         if let Some(token) = token {
             req = req.headers(Self::token_header(addr, token)?);
         }
-        let resp = req
+        self.exchange(addr, req, Duration::from_secs(60)).await
+    }
+
+    /// Sends `request` (to `addr`) within `timeout` and returns the status and the whole body
+    /// text; a failure of either is a transport error ([`Self::transport`]).
+    async fn exchange(
+        &self,
+        addr: &Url,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(StatusCode, String)> {
+        let resp = request
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| self.transport(addr, e, timeout))?;
