@@ -23,6 +23,7 @@ pub mod drill;
 pub mod error;
 pub mod fetch;
 pub mod metrics;
+pub mod report;
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use vault_backup_vault::Vault;
 
 pub use config::{Config, Mode, RawConfig, Source};
 pub use error::{Error, Result};
+pub use report::Summary;
 
 use crate::config::{
     RESULT_CANARY, RESULT_RAFT_INDEX, RESULT_RESTORE_SECONDS, RESULT_RESTORED_SNAPSHOT,
@@ -48,25 +50,6 @@ VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapsho
 RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE, CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT; RESULTS_DIR
 or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot.
 Exit codes: 0 done, 1 failed, 2 invalid configuration (or RESTORE_CONFIRM not naming the snapshot).";
-
-/// What one successful run did.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The restored snapshot's name.
-    pub name: String,
-    /// The whole run, in seconds.
-    pub seconds: f64,
-    /// Drill: the restored raft index; cluster: the manifest's (or the archive's).
-    pub raft_index: u64,
-    /// Drill: `ok` or `skipped`.
-    pub canary: Option<&'static str>,
-    /// Cluster: whether the cluster is sealed after the restore.
-    pub sealed: Option<bool>,
-    /// Cluster: the safety snapshot's name.
-    pub safety_snapshot: Option<String>,
-    /// Whether this was a drill (`RESTORE_MODE=drill`).
-    pub drill: bool,
-}
 
 /// Fetches, verifies and restores (or drills) one snapshot, and writes the results.
 /// SIGTERM or SIGINT stop it; a partial download is removed.

@@ -12,7 +12,8 @@ use vault_backup_common::metrics::{
     Metrics, RESTORE_DRILL_DURATION, RESTORE_DRILL_LAST_SUCCESS, Report,
 };
 
-use crate::{Error, Summary};
+use crate::error::Error;
+use crate::report::Summary;
 
 /// The step name the restore step pushes under (the alert rules expect it).
 pub const STEP: &str = "vault-restore";

@@ -11,39 +11,21 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod report;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use vault_backup_common::artifact::{Canary, Manifest};
+use vault_backup_common::artifact::Canary;
 use vault_backup_common::exit::one_line;
 use vault_backup_common::progress::mb_per_s;
 
 use config::CanarySpec;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use report::Summary;
 
 use vault_backup_vault::{Saved, Target, Vault, save_snapshot};
-
-/// What one successful run produced.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The snapshot's name (no suffix).
-    pub name: String,
-    /// The `.snap` file.
-    pub path: PathBuf,
-    /// Its size.
-    pub bytes: u64,
-    /// Its SHA-256 (hex).
-    pub sha256: String,
-    /// The leader it came from.
-    pub leader: String,
-    /// The attempt that succeeded (1 = first).
-    pub attempt: u32,
-    /// The manifest written beside it.
-    pub manifest: Manifest,
-}
 
 /// The usage text for `--help`.
 pub const USAGE: &str = "Takes a verified raft snapshot from the Vault/OpenBao leader into SNAPSHOT_DIR.

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use vault_backup_common::metrics::{Metrics, Report, SNAPSHOT_BYTES, SNAPSHOT_RAFT_INDEX};
 
-use crate::{Error, Summary};
+use crate::error::Error;
+use crate::report::Summary;
 
 /// The step name the snapshot step pushes under (the alert rules expect it).
 pub const STEP: &str = "vault-snapshot";

@@ -19,8 +19,8 @@ use vault_backup_common::artifact::{self, Artifact, ArtifactError};
 use vault_backup_common::exit::one_line;
 use vault_backup_common::progress::Progress;
 
-use crate::checksum::{self, PartDigests};
-use crate::store::{self, Store, Writer};
+use vault_backup_stores::checksum::{self, PartDigests};
+use vault_backup_stores::store::{self, Store, Writer};
 
 /// A snapshot in the workspace that matched its `.sha256`, with its sidecars in memory.
 #[derive(Debug, Clone)]
@@ -516,8 +516,8 @@ impl Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Entry, Result as StoreResult};
     use futures::future::BoxFuture;
+    use vault_backup_stores::store::{Entry, Result as StoreResult};
 
     /// The real directory store, except that writing the `.sha256` also removes the `.snap`:
     /// another run's retention striking between the two, which no real store does on demand.

@@ -5,7 +5,7 @@ use tracing::{info, warn};
 use vault_backup_common::artifact::Artifact;
 
 use super::plan::{self, Decision, Policy, TEMP_MAX_AGE};
-use crate::store::{self, Store};
+use vault_backup_stores::store::{self, Store};
 
 /// What retention did in one store; filled in as it goes, so a failure halfway still shows
 /// the plan and what was deleted before it.

@@ -30,7 +30,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use vault_backup_common::artifact::{Artifact, Part};
 use vault_backup_common::fsutil;
 
-use crate::store::Entry;
+use vault_backup_stores::store::Entry;
 
 /// How old (by modification time) a `.vault-backup-*.tmp` file must be before it is removed as
 /// a killed run's leftover. A copy in flight writes its temp file every few milliseconds, and
