@@ -402,22 +402,9 @@ fn the_runner_starts_sidecars_from_their_mounted_configuration_on_the_pods_loopb
     std::fs::write(&task, SIDECAR_TASK).unwrap();
     let config = d.join("configmap.yaml");
     std::fs::write(&config, SIDECAR_CONFIGMAP).unwrap();
-    let scratch = d.join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let spec = RunSpec {
-        task_file: task,
-        workspaces: BTreeMap::from([("scratch".to_owned(), scratch)]),
-        objects: vec![config],
-        bin_dir: venv::workspace_bin("vault-snapshot")
-            .parent()
-            .unwrap()
-            .to_owned(),
-        known_env: known_env(),
-        task_run_name: "run-1".into(),
-        namespace: "ns".into(),
-        results_dir: d.join("results"),
-        ..RunSpec::default()
-    };
+    let kube = standin();
+    let mut spec = offline_spec(task, d, &kube);
+    spec.objects.push(config);
     let outcome = runner::run(&spec).expect("the Task runs");
     let step = outcome.step("snapshot").unwrap();
     assert_eq!(step.code, 1, "{}", step.stderr);

@@ -1,10 +1,9 @@
 //! Exit codes and the one place that maps errors to them.
 //!
-//! Every step's `main` is [`run_main`]: it sets up logging, reads the configuration (exit 2 with
-//! one line naming the variable if it is unusable), runs the step on a tokio runtime and maps the
-//! outcome to an exit code through [`ExitStatus`]. The codes are part of the interface and are
-//! listed in the README. [`run_main_with_metrics`] does the same and then pushes the run's
-//! outcome to a Prometheus Pushgateway.
+//! Every step's `main` is [`run_main_with_metrics`]: it sets up logging, reads the configuration
+//! (exit 2 with one line naming the variable if it is unusable), runs the step on a tokio runtime,
+//! maps the outcome to an exit code through [`ExitStatus`] and pushes the outcome to a Prometheus
+//! Pushgateway. The codes are part of the interface and are listed in the README.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -33,47 +32,10 @@ impl ExitStatus for ConfigError {
     }
 }
 
-/// Runs a step as a process: `--version`/`--help`, telemetry, configuration, runtime, exit code.
-///
-/// `load` reads the configuration from the environment; `run` does the work. Errors are logged
-/// once, each `#[source]` on its own `caused by:` line.
-pub fn run_main<C, S, E, F, Fut>(
-    name: &str,
-    version: &str,
-    usage: &str,
-    load: impl FnOnce() -> Result<C, ConfigError>,
-    run: F,
-) -> ExitCode
-where
-    F: FnOnce(C) -> Fut,
-    Fut: Future<Output = Result<S, E>>,
-    E: ExitStatus,
-{
-    if let Some(code) = answer_arguments(name, version, usage) {
-        return code;
-    }
-    crate::telemetry::init();
-    let config = match load() {
-        Ok(config) => config,
-        Err(e) => {
-            config_error(&e);
-            return ExitCode::from(CONFIG);
-        }
-    };
-    let Some(runtime) = runtime() else {
-        return ExitCode::from(FAILED);
-    };
-    match runtime.block_on(run(config)) {
-        Ok(_) => ExitCode::from(OK),
-        Err(e) => {
-            report(&e);
-            ExitCode::from(e.exit_code())
-        }
-    }
-}
-
-/// [`run_main`], and then the run's outcome pushed to a Prometheus Pushgateway when
-/// `METRICS_PUSHGATEWAY_URL` is set (see [`crate::metrics`]): the one place every step pushes.
+/// Runs a step as a process: `--version`/`--help`, telemetry, configuration, runtime, exit code,
+/// and then the run's outcome pushed to a Prometheus Pushgateway when `METRICS_PUSHGATEWAY_URL`
+/// is set (see [`crate::metrics`]): the one place every step pushes. Errors are logged once,
+/// each `#[source]` on its own `caused by:` line.
 ///
 /// - The `METRICS_*` variables are read with the step's own configuration: a bad value is a
 ///   configuration error (exit 2, nothing pushed).
