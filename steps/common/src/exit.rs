@@ -48,12 +48,14 @@ impl ExitStatus for ConfigError {
 /// - The push is best effort: it adds at most `METRICS_PUSH_TIMEOUT` and one warning line, and
 ///   never changes the exit code.
 ///
-/// `--help` prints `usage` and then [`metrics::USAGE`].
+/// `--help` prints `usage` and then [`metrics::USAGE`]. The step runs on a tokio runtime of
+/// the given [`Runtime`] flavor.
 pub fn run_main_with_metrics<C, S, E, F, Fut>(
     name: &str,
     version: &str,
     usage: &str,
     step: Option<&str>,
+    flavor: Runtime,
     load: impl FnOnce() -> Result<C, ConfigError>,
     run: F,
 ) -> ExitCode
@@ -76,7 +78,7 @@ where
         }
     };
     let config = load();
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = runtime(flavor) else {
         return ExitCode::from(FAILED);
     };
     let pusher = {
@@ -142,13 +144,29 @@ fn config_error(e: &ConfigError) {
     tracing::error!(variable = %e.variable, "invalid configuration: {e}");
 }
 
-/// The multi-threaded tokio runtime every step runs on; `None` (logged) if it cannot start.
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .inspect_err(|e| tracing::error!("cannot start the async runtime: {e}"))
-        .ok()
+/// Which tokio runtime a step runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// All async work on the main thread, CPU-bound work on blocking threads: for a step whose
+    /// work is one stream at a time, such as receiving a snapshot. Each chunk then wakes no
+    /// other worker thread: on a 251 MB snapshot this took the snapshot step's system CPU from
+    /// 0.25 s to 0.19 s and its wall time from 0.60 s to 0.54 s (issue 9).
+    CurrentThread,
+    /// One worker thread per core: for a step that moves several streams at once (sync's
+    /// stores).
+    MultiThread,
+}
+
+/// The tokio runtime a step runs on; `None` (logged) if it cannot start.
+fn runtime(flavor: Runtime) -> Option<tokio::runtime::Runtime> {
+    match flavor {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .inspect_err(|e| tracing::error!("cannot start the async runtime: {e}"))
+    .ok()
 }
 
 /// Waits for SIGTERM (what Kubernetes sends when a TaskRun is cancelled or times out) or SIGINT

@@ -17,4 +17,4 @@ pub mod telemetry;
 
 pub use artifact::{Artifact, Manifest};
 pub use env::{ConfigError, Secret};
-pub use exit::{ExitStatus, run_main_with_metrics};
+pub use exit::{ExitStatus, Runtime, run_main_with_metrics};

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         USAGE,
         // Guard mode pushes nothing (see the metrics module).
         metrics::step(),
+        vault_backup_common::Runtime::MultiThread,
         // The outcome result is written even when the configuration is unusable: the step runs
         // with onError: continue, so the result is where its failure shows.
         || Config::from_env().inspect_err(outcome::record_config_error),

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         USAGE,
         Some(metrics::STEP),
+        vault_backup_common::Runtime::MultiThread,
         Config::from_env,
         run,
     )
