@@ -136,7 +136,7 @@ bench-tools: apt-tools
 .PHONY: bench
 bench: testbed bench-tools ## snapshot step vs bao CLI/curl (250 MB, 1 GB), sync vs old pipeline/rclone/curl (512 MB); one table of targets (BENCH_STRICT=1: a miss fails)
 	@mkdir -p $(dir $(BENCH_SUMMARY)) && rm -f $(BENCH_SUMMARY)
-	BENCH_SUMMARY=$(BENCH_SUMMARY) BENCH_STRICT=0 tests/bench/snapshot_bench.sh 250 5
+	BENCH_SUMMARY=$(BENCH_SUMMARY) BENCH_STRICT=0 tests/bench/snapshot_bench.sh 250 7
 	@echo
 	BENCH_SUMMARY=$(BENCH_SUMMARY) BENCH_STRICT=0 tests/bench/snapshot_bench.sh 1000 3
 	@echo

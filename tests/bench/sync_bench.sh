@@ -6,7 +6,7 @@
 #   rclone:  rclone copy to the bucket  +  cp       (the peer a user would pick)
 #   floor:   one bare curl --aws-sigv4 -T PUT to S3 (no directory copy, no check at all)
 #   new:     snapshot-sync (verify, S3 multipart with per-part SHA-256, directory with fsync,
-#            read-back of both), release build
+#            read-back of both), the static musl release build that ships
 #
 # Usage, from the repository root:  tests/bench/sync_bench.sh [SIZE_MB] [RUNS]
 # SIZE_MB defaults to 512, RUNS to 3 (the table shows medians and min-max). Needs `make testbed`
@@ -26,11 +26,8 @@ for tool in "$WEED" "$AWS" /usr/bin/time rclone curl; do
   [[ -x $(command -v "$tool") ]] || { echo "missing $tool (run make testbed, or make bench)" >&2; exit 2; }
 done
 
-echo "building snapshot-sync (release) ..." >&2
-cargo build --quiet --release -p snapshot-sync --manifest-path "$ROOT/Cargo.toml"
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-SYNC=$TARGET_DIR/release/snapshot-sync
+source "$ROOT/tests/bench/lib.sh"
+SYNC=$(static_binary "$ROOT" snapshot-sync)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sync-bench.XXXXXX")
 WEED_PID=
@@ -156,13 +153,6 @@ checks = [
     (f"sync {mb} MB: step / bare curl -T PUT wall", f"{r_floor:.2f}x", "-", None),
     (f"sync {mb} MB: step peak RSS (max)", f"{rss:.1f} MiB", "< 64 MiB", rss < 64),
 ]
-for name, value, target, met in checks:
-    state = "info" if met is None else ("met" if met else "MISSED")
-    print(f"target {name}: {value} (target {target}): {state}")
-if summary:
-    with open(summary, "a") as f:
-        for name, value, target, met in checks:
-            f.write(f"{name}|{value}|{target}|{'info' if met is None else ('met' if met else 'MISSED')}\n")
-missed = any(met is False for *_, met in checks)
-sys.exit(1 if missed and strict == "1" else 0)
+from targets import report
+report(checks, summary, strict)
 EOF
