@@ -30,10 +30,11 @@ done
 source "$ROOT/tests/bench/lib.sh"
 STEP=$(static_binary "$ROOT" vault-snapshot)
 
+need_free_space "${TMPDIR:-/tmp}" $((SIZE_MB * 8 / 1000 + 2))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/snapshot-bench.XXXXXX")
 BAO_PID=
 cleanup() {
-  [[ -n $BAO_PID ]] && kill "$BAO_PID" 2>/dev/null && wait "$BAO_PID" 2>/dev/null
+  [[ -n $BAO_PID ]] && stop_server "$BAO_PID"
   rm -rf "$WORK"
 }
 [[ ${KEEP:-0} == 1 ]] || trap cleanup EXIT

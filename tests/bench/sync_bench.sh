@@ -29,10 +29,11 @@ done
 source "$ROOT/tests/bench/lib.sh"
 SYNC=$(static_binary "$ROOT" snapshot-sync)
 
+need_free_space "${TMPDIR:-/tmp}" $((SIZE_MB * 16 / 1000 + 2))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sync-bench.XXXXXX")
 WEED_PID=
 cleanup() {
-  [[ -n $WEED_PID ]] && kill "$WEED_PID" 2>/dev/null && wait "$WEED_PID" 2>/dev/null
+  [[ -n $WEED_PID ]] && stop_server "$WEED_PID"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
