@@ -214,15 +214,19 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn good() -> Vec<u8> {
-        let state = vec![7u8; 300_000];
+        whole(&vec![7u8; 300_000], 10, 2)
+    }
+
+    /// A whole archive around `state`, its meta.json saying raft `index` and `term`.
+    pub(crate) fn whole(state: &[u8], index: u64, term: u64) -> Vec<u8> {
         let meta = format!(
-            r#"{{"Version":1,"ID":"2-10-1","Index":10,"Term":2,"Size":{}}}"#,
+            r#"{{"Version":1,"ID":"{term}-{index}-1","Index":{index},"Term":{term},"Size":{}}}"#,
             state.len()
         );
         build(
             &[
                 ("meta.json", meta.as_bytes()),
-                ("state.bin", &state),
+                ("state.bin", state),
                 ("SHA256SUMS.sealed", b"sealed"),
             ],
             None,

@@ -389,7 +389,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::build;
+    use crate::archive::tests::whole;
 
     /// An archive big enough to span many batches and background flushes. Its state is
     /// pseudo-random (xorshift), as a real one is encrypted: gzip cannot shrink it, and a
@@ -404,18 +404,7 @@ mod tests {
                 (x >> 32).to_le_bytes()[0]
             })
             .collect();
-        let meta = format!(
-            r#"{{"Version":1,"ID":"3-42-1","Index":42,"Term":3,"Size":{}}}"#,
-            state.len()
-        );
-        build(
-            &[
-                ("meta.json", meta.as_bytes()),
-                ("state.bin", &state),
-                ("SHA256SUMS.sealed", b"sealed"),
-            ],
-            None,
-        )
+        whole(&state, 42, 3)
     }
 
     /// Cuts `body` into chunks of the given sizes, cycling: one byte, exact batches, chunks
