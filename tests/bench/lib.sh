@@ -1,15 +1,13 @@
 # Shared by the benchmark scripts (sourced, not run).
 
-# static_binary ROOT PACKAGE: builds the step as it ships in its image (release, static for
-# x86_64-unknown-linux-musl, as `make static` does) and prints the binary's path.
+# static_binary ROOT PACKAGE: builds the step binaries as they ship in their images, with
+# `make static` (release, static for x86_64-unknown-linux-musl, built together as the image has
+# them), and prints the path of PACKAGE's.
 static_binary() {
-  local root=$1 package=$2 musl=x86_64-unknown-linux-musl target_dir
-  rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl" >&2
-  echo "building $package (release, static $musl, as shipped) ..." >&2
-  cargo build --quiet --release --locked --target "$musl" -p "$package" --manifest-path "$root/Cargo.toml"
-  target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  echo "$target_dir/$musl/release/$package"
+  local root=$1 package=$2
+  echo "building the static binaries (make static) ..." >&2
+  make --no-print-directory -C "$root" static >&2
+  echo "$root/target/x86_64-unknown-linux-musl/release/$package"
 }
 
 # The Python helper the scripts' summaries import (targets.report).
