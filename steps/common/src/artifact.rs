@@ -192,6 +192,15 @@ pub struct Manifest {
     /// and in manifests written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// The `cluster_name` of the cluster it was taken from, as its `sys/health` said: a restore
+    /// into a cluster of another name must say so (`RESTORE_CONFIRM=<name>@<target>`). Absent
+    /// in manifests written before it existed, and where the server did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// The `cluster_id` of that cluster (`sys/health`), which tells two clusters of the same
+    /// name apart. Absent as `cluster_name` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 /// A KV v2 secret written into the cluster just before a snapshot, and its exact value: the
@@ -472,6 +481,8 @@ mod tests {
             raft_term: 2,
             tool: "test".into(),
             canary: None,
+            cluster_name: None,
+            cluster_id: None,
         }
     }
 

@@ -72,7 +72,7 @@ async fn run_attempts(config: &Config) -> Result<Summary> {
                 Err(_) => Err(Error::Vault(vault_backup_vault::Error::Timeout {
                     addr: config.vault.addr.to_string(),
                     after: config.timeout,
-                    variable: "SNAPSHOT_TIMEOUT",
+                    variable: Some("SNAPSHOT_TIMEOUT"),
                 })),
             };
         match result {

@@ -46,6 +46,8 @@ mod tests {
             raft_term: 4,
             tool: "test".into(),
             canary: None,
+            cluster_name: None,
+            cluster_id: None,
         };
         let summary = Summary {
             name: manifest.name.clone(),

@@ -101,6 +101,24 @@ pub struct Leader {
     pub addr: Url,
     /// Its version.
     pub version: Option<String>,
+    /// Which cluster it leads (`sys/health`), when it says.
+    pub cluster: Option<ClusterIdentity>,
+}
+
+/// Which cluster a node belongs to, as `sys/health` says: what tells a restore's target apart
+/// from the cluster a snapshot was taken from, whatever address either is reached at.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ClusterIdentity {
+    /// `cluster_name` (e.g. `vault-cluster-8f3c1a2b`, or the `cluster_name` of the config).
+    pub cluster_name: String,
+    /// `cluster_id`, a UUID made when the cluster was initialized.
+    pub cluster_id: String,
+}
+
+impl std::fmt::Display for ClusterIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (cluster_id {})", self.cluster_name, self.cluster_id)
+    }
 }
 
 fn origin(u: &Url) -> (String, Option<String>, Option<u16>) {
@@ -198,13 +216,27 @@ impl Vault {
         })
     }
 
-    fn transport(&self, addr: &Url, err: reqwest::Error, timeout: Duration) -> Error {
+    /// The error of a request that got no whole answer. `variable` is the variable that set
+    /// `timeout`, or `None` for a fixed limit, so a timeout names only what really expired.
+    /// The variable that sets the step's time limit (`SNAPSHOT_TIMEOUT`, `RESTORE_TIMEOUT`).
+    #[must_use]
+    pub fn timeout_variable(&self) -> &'static str {
+        self.timeout_variable
+    }
+
+    fn transport(
+        addr: &Url,
+        err: reqwest::Error,
+        timeout: Duration,
+        variable: Option<&'static str>,
+    ) -> Error {
         let addr = base(addr);
-        if err.is_timeout() {
+        // A connect timeout (10 s) is an unreachable node, not the request's limit.
+        if err.is_timeout() && !err.is_connect() {
             return Error::Timeout {
                 addr,
                 after: timeout,
-                variable: self.timeout_variable,
+                variable,
             };
         }
         if is_tls_failure(&err) {
@@ -342,10 +374,90 @@ impl Vault {
                 detail: format!("its storage type is {kind}"),
             });
         }
+        let cluster = self.identity(&leader).await;
         Ok(Leader {
             addr: leader,
             version: status.version,
+            cluster,
         })
+    }
+
+    /// The cluster the node at `addr` belongs to, from `sys/health`; `None` (with a warning)
+    /// when it does not say: the identity is recorded and compared where known, and a server
+    /// that hides it must not stop a backup.
+    pub async fn identity(&self, addr: &Url) -> Option<ClusterIdentity> {
+        match self.get_json::<Value>(addr, "sys/health").await {
+            Ok(v) => {
+                let field = |k: &str| v[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+                match (field("cluster_name"), field("cluster_id")) {
+                    (Some(cluster_name), Some(cluster_id)) => Some(ClusterIdentity {
+                        cluster_name,
+                        cluster_id,
+                    }),
+                    _ => {
+                        tracing::warn!(node = %base(addr), "sys/health names no cluster_name and cluster_id; the cluster's identity is unknown");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %base(addr), "sys/health did not answer with the cluster's identity: {e}");
+                None
+            }
+        }
+    }
+
+    /// The token's capabilities on each of `paths` (`sys/capabilities-self`), in the root
+    /// namespace; e.g. `["read", "update"]`, `["root"]` or `["deny"]`.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (a token without the `default` policy may not ask),
+    /// [`Error::Http`] or transport errors.
+    pub async fn capabilities_self(
+        &self,
+        addr: &Url,
+        token: &Secret,
+        paths: &[&str],
+    ) -> Result<Vec<Vec<String>>> {
+        let (status, text) = self
+            .send_json(
+                addr,
+                reqwest::Method::POST,
+                "sys/capabilities-self",
+                Some(token),
+                &serde_json::json!({ "paths": paths }),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(Self::refused(
+                addr,
+                status,
+                &text,
+                "the capability check of",
+                "sys/capabilities-self",
+                "[\"update\"]",
+            ));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(paths
+            .iter()
+            .map(|p| {
+                // Per path at the top level and under `data` (the answer's two shapes).
+                let caps = if v[*p].is_array() {
+                    &v[*p]
+                } else {
+                    &v["data"][*p]
+                };
+                caps.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 
     /// Logs in at the leader with `auth`; a static token is returned as it is.
@@ -414,22 +526,18 @@ impl Vault {
         data: &Value,
     ) -> Result<()> {
         let url = format!("{}/v1/{data_path}", base(addr));
-        let timeout = Duration::from_secs(30);
-        let resp = self
+        let request = self
             .http
             .post(&url)
             .headers(self.namespace_header())
             .headers(Self::token_header(addr, token)?)
-            .json(&serde_json::json!({ "data": data }))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
-        let status = resp.status();
+            .json(&serde_json::json!({ "data": data }));
+        let (status, body) = self
+            .exchange(addr, request, Duration::from_secs(30))
+            .await?;
         if status.is_success() {
             return Ok(());
         }
-        let body = resp.text().await.unwrap_or_default();
         Err(Self::refused(
             addr,
             status,
@@ -640,6 +748,7 @@ impl Vault {
             Ok(Some((bytes::Bytes::from(buf), f)))
         });
         let url = format!("{}/v1/{api}", base(leader));
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .post(&url)
@@ -650,7 +759,7 @@ impl Vault {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| self.transport(leader, e, timeout))?;
+            .map_err(|e| Self::transport(leader, e, timeout, Some(self.timeout_variable)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -664,13 +773,17 @@ impl Vault {
             });
         }
         let mut err = Self::refused(leader, status, &text, "the restore", api, "[\"update\"]");
-        if let Error::Http { detail, .. } = &mut err
-            && !force
-            && detail.contains("could not verify hash file")
+        if let Error::Http { detail, status, .. } = &mut err
+            && *status >= 500
+            && detail.contains("i/o timeout")
         {
-            detail.push_str(
-                " (a snapshot of another cluster needs RESTORE_FORCE=true; check that it is the one you mean)",
-            );
+            // OpenBao and Vault stop reading a request body once the listener's
+            // http_read_timeout (default 30 s) has passed since the request began, whatever
+            // its progress: the whole snapshot must arrive within it.
+            let secs = started.elapsed().as_secs_f64();
+            detail.push_str(&format!(
+                " (the server stopped reading the snapshot after {secs:.1}s of its upload of {len} bytes: the listener's http_read_timeout bounds the whole request body, 30s unless set. Raise http_read_timeout in the server's listener \"tcp\" stanza above the upload's time, e.g. \"30m\" takes 90 GB at 50 MB/s)"
+            ));
         }
         Err(err)
     }
@@ -693,8 +806,9 @@ impl Vault {
         self.exchange(addr, req, Duration::from_secs(60)).await
     }
 
-    /// Sends `request` (to `addr`) within `timeout` and returns the status and the whole body
-    /// text; a failure of either is a transport error ([`Self::transport`]).
+    /// Sends `request` (to `addr`) within `timeout`, a fixed limit for a short request, and
+    /// returns the status and the whole body text; a failure of either is a transport error
+    /// ([`Self::transport`]).
     async fn exchange(
         &self,
         addr: &Url,
@@ -705,12 +819,12 @@ impl Vault {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
+            .map_err(|e| Self::transport(addr, e, timeout, None))?;
         let status = resp.status();
         let text = resp
             .text()
             .await
-            .map_err(|e| self.transport(addr, e, timeout))?;
+            .map_err(|e| Self::transport(addr, e, timeout, None))?;
         Ok((status, text))
     }
 
@@ -734,13 +848,21 @@ impl Vault {
                 detail: format!("cannot form the snapshot URL: {e}"),
             })?;
         for _ in 0..2 {
-            let resp = self
+            // Bounded here as well as by the caller: a leader that accepts the request and
+            // never answers must not hang the step.
+            let send = self
                 .http
                 .get(target.clone())
                 .headers(Self::token_header(leader, token)?)
-                .send()
+                .send();
+            let resp = tokio::time::timeout(timeout, send)
                 .await
-                .map_err(|e| self.transport(leader, e, timeout))?;
+                .map_err(|_| Error::Timeout {
+                    addr: base(leader),
+                    after: timeout,
+                    variable: Some(self.timeout_variable),
+                })?
+                .map_err(|e| Self::transport(leader, e, timeout, Some(self.timeout_variable)))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok((target, resp));
@@ -826,15 +948,7 @@ mod tests {
     /// The error of one GET through `client`.
     async fn failed_get(client: &reqwest::Client, url: &str) -> Error {
         let err = client.get(url).send().await.expect_err("the request fails");
-        let vault = Vault::new(
-            &Tls::default(),
-            None,
-            Duration::from_secs(5),
-            "test",
-            "SNAPSHOT_TIMEOUT",
-        )
-        .unwrap();
-        vault.transport(&Url::parse(url).unwrap(), err, Duration::from_secs(5))
+        Vault::transport(&Url::parse(url).unwrap(), err, Duration::from_secs(5), None)
     }
 
     #[tokio::test]

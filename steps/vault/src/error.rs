@@ -40,16 +40,15 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// A request or the whole attempt took too long.
-    #[error(
-        "vault at {addr} did not answer within {after:?}; raise {variable} for very large snapshots"
-    )]
+    #[error("vault at {addr} did not answer within {after:?}; {}", raise(*.variable))]
     Timeout {
         /// The node.
         addr: String,
         /// The limit that passed.
         after: Duration,
-        /// The variable that sets the limit (`SNAPSHOT_TIMEOUT`, `RESTORE_TIMEOUT`).
-        variable: &'static str,
+        /// The variable that sets the limit (`SNAPSHOT_TIMEOUT`, `RESTORE_TIMEOUT`), or `None`
+        /// for a fixed limit of a short request, which no variable changes.
+        variable: Option<&'static str>,
     },
     /// The node is sealed (503).
     #[error("vault at {addr} is sealed; unseal it first")]
@@ -203,6 +202,15 @@ pub enum Error {
         /// The snapshot file.
         path: PathBuf,
     },
+}
+
+/// The hint of a timeout: the variable that really sets the limit that expired, and never one
+/// that does not (a fixed limit on a short request is not raised by `RESTORE_TIMEOUT`).
+fn raise(variable: Option<&'static str>) -> String {
+    match variable {
+        Some(v) => format!("raise {v} for very large snapshots"),
+        None => "this is the step's fixed limit for a short request (no variable changes it): check the node's health and the network to it".to_owned(),
+    }
 }
 
 impl Error {

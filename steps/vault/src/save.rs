@@ -46,13 +46,34 @@ pub struct Saved {
     pub elapsed: Duration,
 }
 
-/// Takes a snapshot on `leader` and saves it into `target.dir`.
+/// Takes a snapshot on `leader` and saves it into `target.dir`, all within `timeout` (the
+/// client's timeout variable, `SNAPSHOT_TIMEOUT` or `RESTORE_TIMEOUT`): a leader that accepts
+/// the request and then stalls ends in [`Error::Timeout`] naming that variable, with nothing
+/// left behind.
 ///
 /// # Errors
-/// Any [`Error`] of the request or the transfer; [`Error::Exists`] if a snapshot of that name
-/// is already there (nothing is overwritten); [`Error::Io`] or [`Error::Artifact`] if the
-/// file or its sidecars cannot be written (nothing is left under the final name).
+/// Any [`Error`] of the request or the transfer; [`Error::Timeout`]; [`Error::Exists`] if a
+/// snapshot of that name is already there (nothing is overwritten); [`Error::Io`] or
+/// [`Error::Artifact`] if the file or its sidecars cannot be written (nothing is left under
+/// the final name).
 pub async fn save_snapshot(
+    vault: &Vault,
+    leader: &Leader,
+    token: &Secret,
+    timeout: Duration,
+    target: Target<'_>,
+) -> Result<Saved> {
+    // Dropping the transfer on the deadline drops its temp file too.
+    tokio::time::timeout(timeout, save(vault, leader, token, timeout, target))
+        .await
+        .map_err(|_| Error::Timeout {
+            addr: leader.addr.as_str().trim_end_matches('/').to_owned(),
+            after: timeout,
+            variable: Some(vault.timeout_variable()),
+        })?
+}
+
+async fn save(
     vault: &Vault,
     leader: &Leader,
     token: &Secret,
@@ -98,6 +119,8 @@ pub async fn save_snapshot(
         raft_term: got.info.term,
         tool: target.tool.to_owned(),
         canary: target.canary,
+        cluster_name: leader.cluster.as_ref().map(|c| c.cluster_name.clone()),
+        cluster_id: leader.cluster.as_ref().map(|c| c.cluster_id.clone()),
     };
     if let Err(e) = artifact::write_sidecars(dir, &artifact, &manifest) {
         let _ = std::fs::remove_file(&path);

@@ -94,6 +94,8 @@ fn write_sidecars(dir: &Path, a: &Artifact, time: DateTime<Utc>, raft: (u64, u64
         raft_term: raft.1,
         tool: "sync-tests".into(),
         canary: None,
+        cluster_name: None,
+        cluster_id: None,
     };
     artifact::write_sidecars(dir, a, &manifest).unwrap();
 }
@@ -241,6 +243,8 @@ pub fn stage_dated(dir: &Path, prefix: &str, times: &[DateTime<Utc>]) -> Vec<Art
                 raft_term: 1,
                 tool: "sync-tests".into(),
                 canary: None,
+                cluster_name: None,
+                cluster_id: None,
             };
             artifact::write_sidecars(dir, &a, &m).unwrap();
             a
