@@ -40,6 +40,8 @@ use crate::s3config::S3Config;
 pub const OBJECT_PART_SIZE: usize = 8 << 20;
 /// Parts uploaded at once; with the part being read, memory stays near 4 × 8 MiB.
 pub const OBJECT_PARTS_IN_FLIGHT: usize = 3;
+/// Part size of ranged reads: each part is one request, within the client's timeout.
+pub const READ_PART_SIZE: u64 = 8 << 20;
 /// Write size for the directory store.
 pub const DIR_CHUNK_SIZE: usize = 4 << 20;
 
@@ -161,6 +163,17 @@ impl fmt::Debug for dyn Store {
     }
 }
 
+/// The S3 client's limit for one request, body included: 120 s. Tests lower it with the
+/// test-only `VAULT_BACKUP_TEST_S3_REQUEST_TIMEOUT_MS`, so that a download longer than one
+/// request's limit takes seconds rather than minutes; `retry_timeout` keeps its shipped ratio
+/// (1.5x). Not a documented setting: users have no reason to change it.
+fn request_timeout() -> Duration {
+    std::env::var("VAULT_BACKUP_TEST_S3_REQUEST_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(120), Duration::from_millis)
+}
+
 /// Builds the S3 store.
 ///
 /// # Errors
@@ -169,7 +182,7 @@ pub fn s3(cfg: &S3Config) -> Result<Box<dyn Store>, ConfigError> {
     let mut options = ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(10))
         // One 8 MiB part must fit in this even on a slow link.
-        .with_timeout(Duration::from_secs(120));
+        .with_timeout(request_timeout());
     if let Some(pem) = &cfg.ca_cert {
         let certs = Certificate::from_pem_bundle(pem)
             .map_err(|e| ConfigError::new("S3_CACERT", format!("not a PEM bundle: {e}")))?;
@@ -207,7 +220,7 @@ pub fn s3(cfg: &S3Config) -> Result<Box<dyn Store>, ConfigError> {
             base: 2.0,
         },
         max_retries: 5,
-        retry_timeout: Duration::from_secs(180),
+        retry_timeout: request_timeout() * 3 / 2,
     };
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(&cfg.bucket)
@@ -335,19 +348,64 @@ impl Store for ObjectStoreBacked {
         })
     }
 
+    /// Reads the object in ranged parts of [`READ_PART_SIZE`], one part ahead of the reader,
+    /// each its own request with its own timeout and retries, all pinned to the ETag (and
+    /// version) the object had when the read began.
+    ///
+    /// Why not one `get()` of the whole object: the client's timeout runs until a response
+    /// body has finished, and `object_store`'s resumption of a broken body
+    /// (`client/get.rs`, `retry_stream`) gives up once its retry context is older than
+    /// `retry_timeout`; so one GET of a large snapshot died after one or two timeouts
+    /// whatever its progress (120 + 120 s here). A part of 8 MiB fits its timeout on any link
+    /// that can restore at all, and the whole read is bounded by the caller
+    /// (`RESTORE_TIMEOUT`), which the user can raise.
     fn open<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>>> {
         Box::pin(async move {
-            let got = match self.inner.get(&self.path(file)).await {
-                Ok(got) => got,
+            let path = self.path(file);
+            let meta = match self.inner.head(&path).await {
+                Ok(meta) => meta,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(self.err("reading", file, e)),
             };
-            let (name, target) = (self.name, self.location(file));
-            Ok(Some(
-                got.into_stream()
-                    .map_err(move |e| Error::new(name, "reading", target.clone(), e))
-                    .boxed(),
-            ))
+            let (name, target, inner) = (self.name, self.location(file), Arc::clone(&self.inner));
+            let (size, e_tag, version) = (meta.size, meta.e_tag, meta.version);
+            let parts = (0..size.div_ceil(READ_PART_SIZE))
+                .map(move |i| i * READ_PART_SIZE..((i + 1) * READ_PART_SIZE).min(size));
+            let stream = futures::stream::iter(parts)
+                .map(move |range| {
+                    let options = object_store::GetOptions {
+                        range: Some(object_store::GetRange::Bounded(range.clone())),
+                        // If-Match: an object overwritten while it is read fails the read
+                        // (412) instead of splicing two objects into one stream.
+                        if_match: e_tag.clone(),
+                        version: version.clone(),
+                        ..object_store::GetOptions::default()
+                    };
+                    let (inner, path, target) = (Arc::clone(&inner), path.clone(), target.clone());
+                    async move {
+                        let read = async {
+                            let got = inner.get_opts(&path, options).await?;
+                            got.bytes().await
+                        };
+                        read.await.map_err(|e| {
+                            let action = if matches!(e, object_store::Error::Precondition { .. }) {
+                                "reading (the object changed while it was read; run again)"
+                            } else {
+                                "reading"
+                            };
+                            Error::new(
+                                name,
+                                action,
+                                format!("{target} bytes {}-{}", range.start, range.end),
+                                e,
+                            )
+                        })
+                    }
+                })
+                // One part in flight ahead of the one being consumed keeps the link busy
+                // while the reader hashes and writes.
+                .buffered(2);
+            Ok(Some(stream.boxed()))
         })
     }
 
