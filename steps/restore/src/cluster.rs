@@ -6,13 +6,195 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 use vault_backup_common::Secret;
-use vault_backup_vault::{Target, Vault, save_snapshot};
+use vault_backup_common::artifact::Manifest;
+use vault_backup_vault::{ClusterIdentity, Leader, Target, Vault, save_snapshot};
 
 use crate::config::SAFETY_PREFIX;
 use crate::error::{Error, Result};
 
 /// The policy file a 403 on the restore points to.
 pub const POLICY: &str = "tekton/vault-restore-policy.hcl";
+
+/// The target, found and logged in to before any byte of the snapshot is fetched.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The leader that gets the safety snapshot's request and the restore.
+    pub leader: Leader,
+    /// The login's token there.
+    pub token: Secret,
+}
+
+/// The cheap checks first, before a multi-GB fetch: finds the leader from `addr`, logs the
+/// target's identity, logs in, and asks the target whether the login may take the safety
+/// snapshot and restore (`sys/capabilities-self`, which the `default` policy allows; where it
+/// cannot be asked, the restore goes on and a 403 later says the same).
+///
+/// # Errors
+/// The leader's or the login's errors, [`Error::Capabilities`] naming what is missing.
+pub async fn prepare(
+    vault: &Vault,
+    addr: &Url,
+    auth: &vault_backup_vault::Auth,
+    force: bool,
+) -> Result<Prepared> {
+    let leader = vault.find_leader(addr).await?;
+    match &leader.cluster {
+        Some(c) => {
+            tracing::info!(leader = %leader.addr, cluster_name = %c.cluster_name, cluster_id = %c.cluster_id, version = leader.version.as_deref().unwrap_or("unknown"), "restore target");
+        }
+        None => {
+            tracing::warn!(leader = %leader.addr, "restore target: it does not say which cluster it is (sys/health)");
+        }
+    }
+    let token = vault.login(&leader.addr, auth).await?;
+    let restore_path = if force {
+        "sys/storage/raft/snapshot-force"
+    } else {
+        "sys/storage/raft/snapshot"
+    };
+    let paths = ["sys/storage/raft/snapshot", restore_path];
+    match vault.capabilities_self(&leader.addr, &token, &paths).await {
+        Ok(caps) => {
+            let needs = [
+                (
+                    "read",
+                    "take the safety snapshot through sys/storage/raft/snapshot",
+                ),
+                (
+                    "update",
+                    if force {
+                        "restore through sys/storage/raft/snapshot-force"
+                    } else {
+                        "restore through sys/storage/raft/snapshot"
+                    },
+                ),
+            ];
+            for ((path, has), (cap, what)) in paths.iter().zip(&caps).zip(needs) {
+                let ok = has.iter().any(|c| c == cap || c == "root");
+                if !ok {
+                    return Err(Error::Capabilities {
+                        addr: leader.addr.to_string(),
+                        what: what.to_owned(),
+                        has: if has.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            has.join(", ")
+                        },
+                        needs: format!("path \"{path}\" {{ capabilities = [\"{cap}\"] }}"),
+                        policy: POLICY,
+                    });
+                }
+            }
+            tracing::info!(leader = %leader.addr, "the login may take the safety snapshot and restore");
+        }
+        Err(e) => {
+            tracing::warn!(leader = %leader.addr, "could not ask the target what the login may do (sys/capabilities-self); going on, a refusal will show at the safety snapshot: {e}");
+        }
+    }
+    Ok(Prepared { leader, token })
+}
+
+/// Whether the snapshot in `manifest` comes from another cluster than `target`: `None` where
+/// either does not say (a manifest written before it recorded its source).
+#[must_use]
+pub fn other_cluster(
+    manifest: Option<&Manifest>,
+    target: Option<&ClusterIdentity>,
+) -> Option<bool> {
+    let source = manifest?.cluster_id.as_deref()?;
+    Some(source != target?.cluster_id)
+}
+
+fn source_text(manifest: Option<&Manifest>) -> String {
+    match manifest.and_then(|m| m.cluster_name.as_deref().zip(m.cluster_id.as_deref())) {
+        Some((name, id)) => format!("{name} (cluster_id {id})"),
+        None => "an unrecorded cluster".to_owned(),
+    }
+}
+
+/// Checks `RESTORE_CONFIRM`'s target part: a forced restore into a cluster other than the
+/// snapshot's source must be confirmed as `<snapshot>@<target cluster_name>`, and an `@name`
+/// must name the target. The snapshot part was checked before.
+///
+/// # Errors
+/// [`Error::TargetNotConfirmed`] (exit 2).
+pub fn confirm_target(
+    name: &str,
+    confirmed_target: Option<&str>,
+    force: bool,
+    manifest: Option<&Manifest>,
+    leader: &Leader,
+) -> Result<()> {
+    let target = leader.cluster.as_ref();
+    let target_name = target.map_or_else(
+        || "<target cluster_name>".to_owned(),
+        |t| t.cluster_name.clone(),
+    );
+    let refuse = |problem: String| Error::TargetNotConfirmed {
+        problem,
+        name: name.to_owned(),
+        target_name: target_name.clone(),
+        addr: leader.addr.to_string(),
+    };
+    let other = other_cluster(manifest, target);
+    match (confirmed_target, target) {
+        (Some(said), Some(t)) if said != t.cluster_name => {
+            return Err(refuse(format!(
+                "names the target cluster {said:?}, but VAULT_ADDR leads {t}"
+            )));
+        }
+        (Some(said), None) => {
+            return Err(refuse(format!(
+                "names the target cluster {said:?}, but the target does not say its cluster_name (sys/health), so that cannot be checked"
+            )));
+        }
+        (None, Some(t)) if force && other == Some(true) => {
+            return Err(refuse(format!(
+                "names only the snapshot, but {name} was taken from {} and VAULT_ADDR leads another cluster, {t}",
+                source_text(manifest)
+            )));
+        }
+        _ => {}
+    }
+    match other {
+        Some(true) => {
+            tracing::warn!(source = %source_text(manifest), target = %target_name, force, "the snapshot comes from another cluster than the target{}", if force { "; confirmed with @<target>" } else { "; without RESTORE_FORCE=true the target will refuse it" });
+        }
+        Some(false) => {
+            tracing::info!(cluster = %target_name, "the snapshot comes from the target cluster itself");
+        }
+        None if force => {
+            tracing::warn!(
+                "cannot tell whether the target is the snapshot's source cluster (the manifest or the target does not record its identity): RESTORE_CONFIRM confirms the snapshot only"
+            );
+        }
+
+        None => {}
+    }
+    Ok(())
+}
+
+/// The hint for OpenBao's 400 "could not verify hash file": which case it is.
+#[must_use]
+pub fn hash_file_hint(
+    name: &str,
+    manifest: Option<&Manifest>,
+    target: Option<&ClusterIdentity>,
+) -> String {
+    let target_name = target.map_or("<target cluster_name>", |t| t.cluster_name.as_str());
+    match other_cluster(manifest, target) {
+        Some(true) => format!(
+            "{name} was taken from {}, another cluster than the target {target_name}: a restore into another cluster needs RESTORE_FORCE=true and RESTORE_CONFIRM={name}@{target_name}",
+            source_text(manifest)
+        ),
+        Some(false) => format!(
+            "{name} was taken from this very cluster (same cluster_id), so this is not a cross-cluster restore and RESTORE_FORCE is not the fix: its SHA256SUMS.sealed does not verify with the target's keyring (was it re-keyed, or the snapshot altered?); find out why before forcing"
+        ),
+        None => format!(
+            "a snapshot of another cluster needs RESTORE_FORCE=true and RESTORE_CONFIRM={name}@{target_name}; the manifest does not record its source cluster, so check that it is the one you mean"
+        ),
+    }
+}
 
 /// The safety snapshot written before the restore.
 #[derive(Debug, Clone)]

@@ -104,7 +104,8 @@ pub enum Source {
 pub enum Mode {
     /// Restore into the cluster at `VAULT_ADDR` (disaster recovery).
     Cluster {
-        /// `RESTORE_CONFIRM`: must equal the snapshot's name.
+        /// `RESTORE_CONFIRM`: the snapshot's name, or `<name>@<target cluster_name>` (required
+        /// for a forced restore into another cluster than the snapshot's source).
         confirm: String,
         /// `RESTORE_FORCE`: use `snapshot-force` (a snapshot of another cluster).
         force: bool,
@@ -134,8 +135,8 @@ pub struct Config {
     pub source: Source,
     /// `VAULT_ADDR`, TLS and login.
     pub vault: VaultSettings,
-    /// `RESTORE_TIMEOUT` (default 5m): the limit for each wait (node answering, leader,
-    /// active) and for the restore request itself.
+    /// `RESTORE_TIMEOUT` (default 5m): the limit for each phase: the fetch of the snapshot,
+    /// each wait (node answering, leader, active), the safety snapshot and the restore request.
     pub timeout: Duration,
     /// Where to write Tekton results.
     pub results: Results,

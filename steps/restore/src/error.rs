@@ -30,6 +30,46 @@ pub enum Error {
         /// The store.
         store: String,
     },
+    /// A forced restore into a cluster other than the snapshot's source, not confirmed as
+    /// `RESTORE_CONFIRM=<snapshot>@<target cluster_name>`, or confirmed for another target.
+    #[error(
+        "RESTORE_CONFIRM: {problem}; set RESTORE_CONFIRM={name}@{target_name} if you mean to replace the data of the cluster at {addr} with this snapshot. Nothing was fetched or restored"
+    )]
+    TargetNotConfirmed {
+        /// What does not match, with both identities.
+        problem: String,
+        /// The snapshot.
+        name: String,
+        /// The target's `cluster_name` (or a placeholder when it does not say).
+        target_name: String,
+        /// The leader asked.
+        addr: String,
+    },
+    /// `CANARY_PATH` is set for the drill but the snapshot's manifest records no canary.
+    #[error(
+        "the manifest of {name} records no canary, but CANARY_PATH is set: the drill cannot prove the snapshot holds that run's data. Set CANARY_PATH on the backup's snapshot step too (the same mount and path), or unset it for the drill. Nothing was restored"
+    )]
+    CanaryNotRecorded {
+        /// The snapshot.
+        name: String,
+    },
+    /// The token cannot do what the restore needs (`sys/capabilities-self`), found before any
+    /// byte of the snapshot is fetched.
+    #[error(
+        "the login at {addr} may not {what} (its capabilities there: {has}); the restore's policy needs {needs} (see {policy}). Nothing was fetched or restored"
+    )]
+    Capabilities {
+        /// The leader.
+        addr: String,
+        /// What it may not do, e.g. `restore through sys/storage/raft/snapshot-force`.
+        what: String,
+        /// The capabilities it has on that path.
+        has: String,
+        /// What it needs.
+        needs: String,
+        /// The policy file.
+        policy: &'static str,
+    },
     /// Talking to Vault or receiving a snapshot failed.
     #[error(transparent)]
     Vault(#[from] vault_backup_vault::Error),
@@ -91,7 +131,7 @@ pub enum Error {
         source: Box<Error>,
     },
     /// Something did not happen in time.
-    #[error("{what} within {after:?} (RESTORE_TIMEOUT)")]
+    #[error("{what} within {after:?}; raise RESTORE_TIMEOUT if it needs longer")]
     Timeout {
         /// What was awaited, e.g. `vault at X did not become active`.
         what: String,
@@ -123,18 +163,6 @@ pub enum Error {
         addr: String,
         /// What Vault said, or how many keys were short.
         detail: String,
-    },
-    /// The restored raft index is below the manifest's.
-    #[error(
-        "the restored node at {addr} is at raft index {restored}, below the manifest's {expected}: the restore did not take the snapshot's data"
-    )]
-    RaftIndex {
-        /// The node.
-        addr: String,
-        /// Its committed index.
-        restored: u64,
-        /// The manifest's `raft_index`.
-        expected: u64,
     },
     /// The canary the manifest promises is not in the restored data.
     #[error(
@@ -170,7 +198,7 @@ impl Error {
     #[must_use]
     pub fn is_config(&self) -> bool {
         match self {
-            Self::Config(_) | Self::NotConfirmed { .. } => true,
+            Self::Config(_) | Self::NotConfirmed { .. } | Self::TargetNotConfirmed { .. } => true,
             Self::Vault(e) => e.is_config(),
             _ => false,
         }

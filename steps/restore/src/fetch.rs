@@ -3,6 +3,7 @@
 //! step's own receive), under a temp name until both checks pass.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use vault_backup_common::artifact::{self, Artifact, Manifest, Part};
 use vault_backup_common::fsutil;
@@ -71,14 +72,21 @@ pub async fn newest(store: &dyn Store, prefix: &str) -> Result<String> {
         })
 }
 
-/// Fetches snapshot `name` from `store` into `dir` and verifies it against its `.sha256` and
-/// its archive's own `SHA256SUMS`. Nothing is under the final name unless both pass.
+/// What a store says about a snapshot besides the snapshot itself: read before any byte of
+/// the `.snap` is fetched, so the checks that need them cost nothing.
+#[derive(Debug, Clone)]
+pub struct Sidecars {
+    /// The SHA-256 its `.sha256` records.
+    pub expected: String,
+    /// Its manifest, when the store holds one.
+    pub manifest: Option<Manifest>,
+}
+
+/// Reads the `.sha256` and manifest of snapshot `name` from `store`.
 ///
 /// # Errors
-/// [`Error::Missing`], [`Error::BadSidecar`], [`Error::ChecksumMismatch`], a
-/// [`vault_backup_vault::Error::Archive`] or `Stream` naming the object, [`Error::Store`] or
-/// [`Error::Io`].
-pub async fn fetch(store: &dyn Store, name: &str, dir: &Path) -> Result<Fetched> {
+/// [`Error::Missing`], [`Error::BadSidecar`] or [`Error::Store`].
+pub async fn sidecars(store: &dyn Store, name: &str) -> Result<Sidecars> {
     let a = Artifact::new(name);
     let (snap, sha_file, json) = (a.snap_file(), a.sha256_file(), a.manifest_file());
     let text = store.read(&sha_file).await?.ok_or_else(|| Error::Missing {
@@ -113,13 +121,40 @@ pub async fn fetch(store: &dyn Store, name: &str, dir: &Path) -> Result<Fetched>
             Some(m)
         }
     };
+    Ok(Sidecars { expected, manifest })
+}
+
+/// Fetches snapshot `name` from `store` into `dir`, within `timeout` (`RESTORE_TIMEOUT`), and
+/// verifies it against its `.sha256` (read before by [`sidecars`]) and its archive's own
+/// `SHA256SUMS`. Nothing is under the final name unless both pass.
+///
+/// # Errors
+/// [`Error::Missing`], [`Error::ChecksumMismatch`], [`Error::Timeout`], a
+/// [`vault_backup_vault::Error::Archive`] or `Stream` naming the object, [`Error::Store`] or
+/// [`Error::Io`].
+pub async fn fetch(
+    store: &dyn Store,
+    name: &str,
+    dir: &Path,
+    sidecars: Sidecars,
+    timeout: Duration,
+) -> Result<Fetched> {
+    let Sidecars { expected, manifest } = sidecars;
+    let snap = Artifact::new(name).snap_file();
     let location = store.location(&snap);
     let stream = store.open(&snap).await?.ok_or_else(|| Error::Missing {
         object: location.clone(),
     })?;
     tracing::info!(object = %location, "fetching the snapshot");
     let started = std::time::Instant::now();
-    let got = download::receive_stream(stream, dir, &location).await?;
+    // The whole fetch has one bound the user can raise; each part of an S3 read has its own
+    // (the store's), so a slow but moving transfer is never cut by a per-request limit.
+    let got = tokio::time::timeout(timeout, download::receive_stream(stream, dir, &location))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("fetching {location} did not finish"),
+            after: timeout,
+        })??;
     if got.sha256 != expected {
         return Err(Error::ChecksumMismatch {
             object: location,

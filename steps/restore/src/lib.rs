@@ -5,14 +5,18 @@
 //! directory), streams it into the scratch workspace while hashing it and checking the archive's
 //! own `SHA256SUMS` (the snapshot step's receive), and compares it with its `.sha256`; nothing
 //! is sent to any Vault before both checks pass. Then, by `RESTORE_MODE`:
-//! - `cluster` (disaster recovery): `RESTORE_CONFIRM` must name the snapshot; a safety snapshot
+//! - `cluster` (disaster recovery): the leader is found, its identity logged, the login and its
+//!   capabilities checked before any byte is fetched; `RESTORE_CONFIRM` must name the snapshot
+//!   (and, for a forced restore into another cluster than the snapshot's source, the target:
+//!   `<snapshot>@<target cluster_name>`); a safety snapshot
 //!   of the target's current state goes into the workspace first (so the restore can be
 //!   undone; if it fails nothing is restored), then the snapshot is POSTed to the leader
 //!   (`snapshot-force` with `RESTORE_FORCE=true`), and the step waits for a leader and says
 //!   whether the cluster is sealed.
 //! - `drill`: the snapshot goes into a fresh throw-away node (the Task's sidecar), which is
 //!   initialized, restored with `snapshot-force`, unsealed with the source cluster's keys and
-//!   logged in to with the backup's own login; its raft index and the canary are checked.
+//!   logged in to with the backup's own login; the canary is checked (required when
+//!   `CANARY_PATH` is set) and the raft index reported.
 //!
 //! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault),
 //! [`metrics`] (what a run pushes to a Pushgateway).
@@ -46,8 +50,10 @@ RESTORE_MODE, SNAPSHOT_DIR, SNAPSHOT_NAME, SNAPSHOT_PREFIX, RESTORE_FROM (s3 | d
 BUCKET_HOST, BUCKET_PORT, BUCKET_NAME, BUCKET_REGION, BUCKET_SSL, BUCKET_SUBREGION, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT; VAULT_ADDR, VAULT_CACERT,
 VAULT_SKIP_VERIFY, VAULT_NAMESPACE, one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID +
-VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name),
-RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE, CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT; RESULTS_DIR
+VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name, and
+@<target cluster_name> for a forced restore into another cluster than the snapshot's source),
+RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE, CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT (each phase:
+the fetch, each wait, the safety snapshot, the restore request; default 5m); RESULTS_DIR
 or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot.
 Exit codes: 0 done, 1 failed, 2 invalid configuration (or RESTORE_CONFIRM not naming the snapshot).";
 
@@ -73,21 +79,12 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         tracing::info!(name = %n, store = %store.location(""), "newest complete snapshot");
         n
     };
-    if let Mode::Cluster { confirm, .. } = &config.mode
-        && confirm != &name
-    {
-        return Err(Error::NotConfirmed {
-            confirm: confirm.clone(),
-            name,
-            store: store.location(""),
-        });
-    }
+    let confirmed_target = confirmation(config, &name, store.as_ref())?;
     let mode = match &config.mode {
         Mode::Cluster { force, .. } => format!("cluster (force: {force})"),
         Mode::Drill { .. } => "drill".to_owned(),
     };
     tracing::info!(name = %name, store = %store.location(""), vault_addr = %config.vault.addr, auth = %config.vault.auth.describe(), mode = %mode, "restoring");
-    let fetched = fetch::fetch(store.as_ref(), &name, &config.snapshot_dir).await?;
     let vault = Vault::new(
         &config.vault.tls,
         config.vault.namespace.clone(),
@@ -95,6 +92,44 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         concat!("vault-restore/", env!("CARGO_PKG_VERSION")),
         "RESTORE_TIMEOUT",
     )?;
+    // The cheap checks first: a wrong login or policy shows before a multi-GB fetch.
+    let prepared = match &config.mode {
+        Mode::Cluster { force, .. } => {
+            Some(cluster::prepare(&vault, &config.vault.addr, &config.vault.auth, *force).await?)
+        }
+        Mode::Drill { .. } => None,
+    };
+    let sidecars = fetch::sidecars(store.as_ref(), &name).await?;
+    match (&config.mode, &prepared) {
+        (Mode::Cluster { force, .. }, Some(p)) => cluster::confirm_target(
+            &name,
+            confirmed_target.as_deref(),
+            *force,
+            sidecars.manifest.as_ref(),
+            &p.leader,
+        )?,
+        (
+            Mode::Drill {
+                canary: Some(_), ..
+            },
+            _,
+        ) if sidecars
+            .manifest
+            .as_ref()
+            .is_none_or(|m| m.canary.is_none()) =>
+        {
+            return Err(Error::CanaryNotRecorded { name });
+        }
+        _ => {}
+    }
+    let fetched = fetch::fetch(
+        store.as_ref(),
+        &name,
+        &config.snapshot_dir,
+        sidecars,
+        config.timeout,
+    )
+    .await?;
     let mut summary = Summary {
         name: name.clone(),
         seconds: 0.0,
@@ -109,7 +144,8 @@ async fn run_inner(config: &Config) -> Result<Summary> {
     };
     match &config.mode {
         Mode::Cluster { force, .. } => {
-            restore_cluster(config, &vault, &fetched, *force, &mut summary).await?;
+            let prepared = prepared.expect("prepared in cluster mode");
+            restore_cluster(config, &vault, prepared, &fetched, *force, &mut summary).await?;
         }
         Mode::Drill {
             unseal_keys,
@@ -130,6 +166,12 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    finish(config, &summary)?;
+    Ok(summary)
+}
+
+/// Writes the results and logs the run's last line.
+fn finish(config: &Config, summary: &Summary) -> Result<()> {
     write(config, RESULT_RESTORED_SNAPSHOT, &summary.name)?;
     write(
         config,
@@ -156,20 +198,44 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             Mode::Drill { .. } => "restore drill passed",
         }
     );
-    Ok(summary)
+    Ok(())
 }
 
-/// Cluster mode after the fetch: leader, login, safety snapshot, restore, leader or seal.
+/// Cluster mode: checks that `RESTORE_CONFIRM` (`<snapshot>` or `<snapshot>@<target
+/// cluster_name>`) names snapshot `name`, and returns its target part. `None` in drill mode.
+fn confirmation(
+    config: &Config,
+    name: &str,
+    store: &dyn vault_backup_stores::Store,
+) -> Result<Option<String>> {
+    let Mode::Cluster { confirm, .. } = &config.mode else {
+        return Ok(None);
+    };
+    let (snapshot, target) = match confirm.split_once('@') {
+        Some((s, t)) => (s, Some(t.to_owned())),
+        None => (confirm.as_str(), None),
+    };
+    if snapshot != name {
+        return Err(Error::NotConfirmed {
+            confirm: confirm.clone(),
+            name: name.to_owned(),
+            store: store.location(""),
+        });
+    }
+    Ok(target)
+}
+
+/// Cluster mode after the fetch: safety snapshot, restore, leader or seal.
 async fn restore_cluster(
     config: &Config,
     vault: &Vault,
+    prepared: cluster::Prepared,
     fetched: &fetch::Fetched,
     force: bool,
     summary: &mut Summary,
 ) -> Result<()> {
     let name = &fetched.name;
-    let leader = vault.find_leader(&config.vault.addr).await?;
-    let token = vault.login(&leader.addr, &config.vault.auth).await?;
+    let cluster::Prepared { leader, token } = prepared;
     let safety =
         cluster::safety_snapshot(vault, &leader, &token, &config.snapshot_dir, config.timeout)
             .await
@@ -188,7 +254,24 @@ async fn restore_cluster(
             config.timeout,
             cluster::POLICY,
         )
-        .await?;
+        .await
+        .map_err(|mut e| {
+            if let vault_backup_vault::Error::Http {
+                status: 400,
+                detail,
+                ..
+            } = &mut e
+                && detail.contains("could not verify hash file")
+            {
+                let hint = cluster::hash_file_hint(
+                    name,
+                    fetched.manifest.as_ref(),
+                    leader.cluster.as_ref(),
+                );
+                detail.push_str(&format!(" ({hint})"));
+            }
+            e
+        })?;
     tracing::info!(leader = %leader.addr, name = %name, force, "snapshot restored");
     let sealed = cluster::wait_for_leader_or_seal(vault, &leader.addr, config.timeout).await?;
     if sealed {

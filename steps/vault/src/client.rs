@@ -389,15 +389,16 @@ impl Vault {
         match self.get_json::<Value>(addr, "sys/health").await {
             Ok(v) => {
                 let field = |k: &str| v[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
-                match (field("cluster_name"), field("cluster_id")) {
-                    (Some(cluster_name), Some(cluster_id)) => Some(ClusterIdentity {
+                if let (Some(cluster_name), Some(cluster_id)) =
+                    (field("cluster_name"), field("cluster_id"))
+                {
+                    Some(ClusterIdentity {
                         cluster_name,
                         cluster_id,
-                    }),
-                    _ => {
-                        tracing::warn!(node = %base(addr), "sys/health names no cluster_name and cluster_id; the cluster's identity is unknown");
-                        None
-                    }
+                    })
+                } else {
+                    tracing::warn!(node = %base(addr), "sys/health names no cluster_name and cluster_id; the cluster's identity is unknown");
+                    None
                 }
             }
             Err(e) => {
