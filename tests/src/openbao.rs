@@ -120,6 +120,11 @@ pub(crate) fn tls_material(dir: &Path) -> PathBuf {
 }
 
 fn spawn_node(dir: &Path, i: usize, opts: Options) -> (Node, u16) {
+    spawn_node_with(dir, i, opts, "")
+}
+
+/// [`spawn_node`] with `listener` (HCL lines) added to the node's `listener "tcp"` stanza.
+fn spawn_node_with(dir: &Path, i: usize, opts: Options, listener: &str) -> (Node, u16) {
     let scheme = if opts.tls { "https" } else { "http" };
     let id = format!("node{i}");
     let (api, cluster) = (free_port(), free_port());
@@ -143,6 +148,7 @@ listener "tcp" {{
   address = "127.0.0.1:{api}"
   cluster_address = "127.0.0.1:{cluster}"
   {tls}
+  {listener}
 }}
 api_addr = "{scheme}://127.0.0.1:{api}"
 cluster_addr = "https://127.0.0.1:{cluster}"
@@ -632,11 +638,21 @@ impl ScratchNode {
     /// If OpenBao is not installed or the node does not listen.
     #[must_use]
     pub fn start_uninitialized() -> Self {
+        Self::start_with_listener("")
+    }
+
+    /// [`Self::start_uninitialized`] with `listener` (HCL lines, e.g.
+    /// `http_read_timeout = "2s"`) in its `listener "tcp"` stanza.
+    ///
+    /// # Panics
+    /// If OpenBao is not installed or the node does not listen.
+    #[must_use]
+    pub fn start_with_listener(listener: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("openbao-scratch-")
             .tempdir()
             .expect("tempdir");
-        let (node, port) = spawn_node(dir.path(), 1, Options::default());
+        let (node, port) = spawn_node_with(dir.path(), 1, Options::default(), listener);
         wait_until(
             "the scratch node to listen",
             Duration::from_secs(20),

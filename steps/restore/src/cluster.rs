@@ -87,6 +87,11 @@ pub async fn prepare(
             }
             tracing::info!(leader = %leader.addr, "the login may take the safety snapshot and restore");
         }
+        Err(vault_backup_vault::Error::Forbidden { .. }) => {
+            return Err(Error::LoginRefused {
+                addr: leader.addr.to_string(),
+            });
+        }
         Err(e) => {
             tracing::warn!(leader = %leader.addr, "could not ask the target what the login may do (sys/capabilities-self); going on, a refusal will show at the safety snapshot: {e}");
         }

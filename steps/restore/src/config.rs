@@ -275,8 +275,22 @@ impl TryFrom<RawConfig> for Config {
                     ),
                 )
             })?;
+            // `<snapshot>@<target cluster_name>` names the target as well (checked against
+            // the target's sys/health once it is reached).
+            let (confirmed, target) = match confirm.split_once('@') {
+                Some((s, t)) => (s, Some(t)),
+                None => (&*confirm, None),
+            };
+            if target.is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    "RESTORE_CONFIRM",
+                    format!(
+                        "names {confirm:?}, with nothing after the @; write <snapshot>@<target cluster_name>, or the snapshot's name alone"
+                    ),
+                ));
+            }
             if let Some(name) = &snapshot_name
-                && confirm != name
+                && confirmed != name
             {
                 return Err(ConfigError::new(
                     "RESTORE_CONFIRM",

@@ -70,6 +70,15 @@ pub enum Error {
         /// The policy file.
         policy: &'static str,
     },
+    /// The target refused the login's token on `sys/capabilities-self`, which every token with
+    /// the `default` policy may ask: found before any byte of the snapshot is fetched.
+    #[error(
+        "vault at {addr} refused the login's token (403 on sys/capabilities-self): it is invalid, expired or of another cluster (check the login variables against the cluster at VAULT_ADDR), or it lacks the default policy (then add path \"sys/capabilities-self\" {{ capabilities = [\"update\"] }} to its policy). Nothing was fetched or restored"
+    )]
+    LoginRefused {
+        /// The leader.
+        addr: String,
+    },
     /// Talking to Vault or receiving a snapshot failed.
     #[error(transparent)]
     Vault(#[from] vault_backup_vault::Error),
