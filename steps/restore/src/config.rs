@@ -188,6 +188,35 @@ fn source(raw: &RestoreEnv, s3: &S3Env) -> Result<Source, ConfigError> {
     }
 }
 
+/// Checks `RESTORE_CONFIRM` against `SNAPSHOT_NAME` where set. `<snapshot>@<target
+/// cluster_name>` names the target as well, checked against the target's `sys/health` once
+/// it is reached.
+fn check_confirm(confirm: &str, snapshot_name: Option<&str>) -> Result<(), ConfigError> {
+    let (confirmed, target) = match confirm.split_once('@') {
+        Some((s, t)) => (s, Some(t)),
+        None => (confirm, None),
+    };
+    if target.is_some_and(|t| t.trim().is_empty()) {
+        return Err(ConfigError::new(
+            "RESTORE_CONFIRM",
+            format!(
+                "names {confirm:?}, with nothing after the @; write <snapshot>@<target cluster_name>, or the snapshot's name alone"
+            ),
+        ));
+    }
+    if let Some(name) = snapshot_name
+        && confirmed != name
+    {
+        return Err(ConfigError::new(
+            "RESTORE_CONFIRM",
+            format!(
+                "names {confirm:?} but the snapshot to restore is {name:?}; set it to the exact snapshot name"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads `DRILL_UNSEAL_KEYS_FILE`: one key per line, blank lines ignored.
 fn unseal_keys(path: Option<&str>) -> Result<Vec<Secret>, ConfigError> {
     let Some(path) = path else {
@@ -275,30 +304,7 @@ impl TryFrom<RawConfig> for Config {
                     ),
                 )
             })?;
-            // `<snapshot>@<target cluster_name>` names the target as well (checked against
-            // the target's sys/health once it is reached).
-            let (confirmed, target) = match confirm.split_once('@') {
-                Some((s, t)) => (s, Some(t)),
-                None => (&*confirm, None),
-            };
-            if target.is_some_and(|t| t.trim().is_empty()) {
-                return Err(ConfigError::new(
-                    "RESTORE_CONFIRM",
-                    format!(
-                        "names {confirm:?}, with nothing after the @; write <snapshot>@<target cluster_name>, or the snapshot's name alone"
-                    ),
-                ));
-            }
-            if let Some(name) = &snapshot_name
-                && confirmed != name
-            {
-                return Err(ConfigError::new(
-                    "RESTORE_CONFIRM",
-                    format!(
-                        "names {confirm:?} but the snapshot to restore is {name:?}; set it to the exact snapshot name"
-                    ),
-                ));
-            }
+            check_confirm(confirm, snapshot_name.as_deref())?;
             Mode::Cluster {
                 confirm: confirm.to_owned(),
                 force: env::parse_bool("RESTORE_FORCE", raw.restore_force.as_deref(), false)?,
@@ -407,6 +413,8 @@ mod tests {
     #[case(&[], "RESTORE_CONFIRM: is not set")]
     #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z")], "RESTORE_CONFIRM: is not set; a restore overwrites everything in the cluster, so set RESTORE_CONFIRM to the exact name of the snapshot to restore (vault-20261124T063700Z)")]
     #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z"), ("RESTORE_CONFIRM", "vault-20261125T063700Z")], "RESTORE_CONFIRM: names \"vault-20261125T063700Z\" but the snapshot to restore is \"vault-20261124T063700Z\"")]
+    #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z"), ("RESTORE_CONFIRM", "vault-20261125T063700Z@prod")], "RESTORE_CONFIRM: names \"vault-20261125T063700Z@prod\" but the snapshot to restore is \"vault-20261124T063700Z\"")]
+    #[case(&[("RESTORE_CONFIRM", "vault-20261124T063700Z@")], "RESTORE_CONFIRM: names \"vault-20261124T063700Z@\", with nothing after the @")]
     #[case(&[("RESTORE_MODE", "test")], "RESTORE_MODE: expected cluster or drill")]
     #[case(&[("RESTORE_MODE", "drill"), ("RESTORE_CONFIRM", "x")], "RESTORE_CONFIRM: applies to RESTORE_MODE=cluster only")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("CANARY_PATH", "c")], "CANARY_PATH: applies to RESTORE_MODE=drill only")]
