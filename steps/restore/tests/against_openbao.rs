@@ -106,8 +106,21 @@ fn back_up(source: &Cluster, bk: Option<&Path>, s3: Option<&SeaweedFs>) -> Strin
 fn source_cluster() -> Cluster {
     let source = Cluster::start(1, Options::default());
     source.enable_kv2("secret");
-    source.write_secret("secret/app", &[("password", "before-the-backup")]);
-    source
+    // A fresh KV v2 mount answers 400 "Upgrading from non-versioned to versioned data" for a
+    // moment after it is enabled.
+    for _ in 0..20 {
+        match source.try_bao(
+            0,
+            &["kv", "put", "secret/app", "password=before-the-backup"],
+        ) {
+            Ok(_) => return source,
+            Err(e) if e.contains("Upgrading from non-versioned") => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the KV v2 mount did not finish its upgrade");
 }
 
 /// Fails if any of `secrets` appears in `text`.
@@ -692,6 +705,7 @@ fn a_leader_that_stalls_during_the_safety_snapshot_fails_within_restore_timeout(
     ]);
     let (code, stderr, took) =
         run_with_deadline(&restore_bin(), &vars, std::time::Duration::from_secs(60));
+    eprintln!("took {took:?}\n{stderr}");
     assert_eq!(code, 1, "took {took:?}: {stderr}");
     assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
     assert!(
@@ -824,7 +838,7 @@ fn a_drill_cut_by_the_listeners_http_read_timeout_names_it() {
     ]);
     let (code, stderr, took) =
         run_with_deadline(&restore_bin(), &vars, std::time::Duration::from_secs(120));
-    eprintln!("took {took:?}; snapshot {size} bytes");
+    eprintln!("took {took:?}; snapshot {size} bytes\n{stderr}");
     assert_eq!(code, 1, "{stderr}\n{}", node.log());
     assert!(
         stderr.contains("i/o timeout") && stderr.contains("http_read_timeout"),

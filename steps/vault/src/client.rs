@@ -168,6 +168,8 @@ fn detail(body: &str) -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| body.trim().to_owned());
+    // Vault wraps errors in multi-line "1 error occurred:\n\t* ..." text: one line here.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut text: String = text.chars().take(300).collect();
     if text.is_empty() {
         text = "(no error text)".into();
@@ -942,6 +944,10 @@ mod tests {
             "permission denied"
         );
         assert_eq!(detail(r#"{"errors":["a","b"]}"#), "a; b");
+        assert_eq!(
+            detail(r#"{"errors":["1 error occurred:\n\t* i/o timeout\n\n"]}"#),
+            "1 error occurred: * i/o timeout"
+        );
         assert_eq!(detail(""), "(no error text)");
         assert_eq!(detail(&"x".repeat(1000)).len(), 300);
     }
