@@ -387,6 +387,30 @@ fn the_drill_proves_a_good_snapshot_from_s3_and_refuses_bad_ones() {
     s3.put(&key(&a.manifest_file()), &good_json);
     outputs.push(stderr + &all_results(results.path()));
 
+    // CANARY_PATH set for the drill, but the manifest records no canary: exit 1 before
+    // anything is fetched or sent to the scratch node.
+    let mut canaryless = manifest.clone();
+    canaryless.canary = None;
+    s3.put(
+        &key(&a.manifest_file()),
+        &serde_json::to_vec_pretty(&canaryless).unwrap(),
+    );
+    let (code, stderr, node, results) = drill(&source, &s3, &old_key);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the manifest of {name} records no canary, but CANARY_PATH is set"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !node.is_initialized(),
+        "nothing was sent to the scratch node"
+    );
+    assert!(files(results.path()).is_empty());
+    s3.put(&key(&a.manifest_file()), &good_json);
+    outputs.push(stderr);
+
     // A .sha256 that does not match: exit 1 naming the object; the scratch node saw nothing.
     let wrong = format!("{}  {}\n", "0".repeat(64), a.snap_file());
     s3.put(&key(&a.sha256_file()), wrong.as_bytes());
@@ -843,5 +867,66 @@ fn a_drill_cut_by_the_listeners_http_read_timeout_names_it() {
     assert!(
         stderr.contains("i/o timeout") && stderr.contains("http_read_timeout"),
         "{stderr}"
+    );
+}
+
+/// The parts of an S3 read are pinned to the object's ETag: an object overwritten while it is
+/// read fails the fetch instead of splicing two objects into one stream. The read is slowed by
+/// a throttling proxy so that the overwrite lands between its parts.
+#[test]
+fn an_object_overwritten_during_the_fetch_fails_it() {
+    use vault_backup_testbed::throttle::{Rates, Throttle};
+    let source = source_cluster();
+    fill(&source, 24);
+    let s3 = SeaweedFs::start("backups");
+    let name = back_up(&source, None, Some(&s3));
+    let a = Artifact::new(&name);
+    let key = format!("{PREFIX_IN_BUCKET}/{}", a.snap_file());
+    let dl = tempfile::tempdir().unwrap();
+    s3.download(&key, &dl.path().join("good"));
+    let mut other = std::fs::read(dl.path().join("good")).unwrap();
+    let at = other.len() / 2;
+    other[at] ^= 0xff;
+    let slow = Throttle::start(
+        &s3.endpoint(),
+        Rates {
+            down: Some(2_000_000),
+            up: None,
+        },
+    );
+    let node = ScratchNode::start_uninitialized();
+    let scratch = tempfile::tempdir().unwrap();
+    let keys_file = scratch.path().join("unseal-keys");
+    std::fs::write(&keys_file, format!("{}\n", source.unseal_key())).unwrap();
+    let mut vars = s3_env(&s3);
+    vars.extend(env(&[
+        ("S3_ENDPOINT", &slow.url()),
+        ("RESTORE_MODE", "drill"),
+        ("VAULT_ADDR", node.addr()),
+        ("VAULT_TOKEN", source.root_token()),
+        ("SNAPSHOT_DIR", &s(scratch.path())),
+        ("DRILL_UNSEAL_KEYS_FILE", &s(&keys_file)),
+        ("CANARY_PATH", CANARY),
+        ("RESTORE_TIMEOUT", "120s"),
+    ]));
+    let bin = restore_bin();
+    let drill = std::thread::spawn(move || {
+        run_with_deadline(&bin, &vars, std::time::Duration::from_secs(120))
+    });
+    // Overwrite once the first part is under way.
+    while slow.down_bytes() < 2_000_000 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s3.put(&key, &other);
+    let (code, stderr, took) = drill.join().unwrap();
+    eprintln!("took {took:?}\n{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the object changed while it was read"),
+        "{stderr}"
+    );
+    assert!(
+        !node.is_initialized(),
+        "nothing was sent to the scratch node"
     );
 }
