@@ -26,11 +26,14 @@ pub struct Prepared {
 
 /// The cheap checks first, before a multi-GB fetch: finds the leader from `addr`, logs the
 /// target's identity, logs in, and asks the target whether the login may take the safety
-/// snapshot and restore (`sys/capabilities-self`, which the `default` policy allows; where it
-/// cannot be asked, the restore goes on and a 403 later says the same).
+/// snapshot and restore (`sys/capabilities-self`, which the `default` policy allows). With a
+/// static token that request is the first to prove the token, so its 403 stops the run; any
+/// other failure to ask (an older server, a proxy) only warns, and a refusal then shows at the
+/// safety snapshot.
 ///
 /// # Errors
-/// The leader's or the login's errors, [`Error::Capabilities`] naming what is missing.
+/// The leader's or the login's errors, [`Error::LoginRefused`] on a 403 from
+/// `sys/capabilities-self`, [`Error::Capabilities`] naming what is missing.
 pub async fn prepare(
     vault: &Vault,
     addr: &Url,
