@@ -22,4 +22,5 @@ pub mod process;
 pub mod pushgateway;
 pub mod runner;
 pub mod seaweed;
+pub mod strip_proxy;
 pub mod venv;
