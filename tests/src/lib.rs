@@ -22,5 +22,6 @@ pub mod process;
 pub mod pushgateway;
 pub mod runner;
 pub mod seaweed;
+pub mod strip_proxy;
 pub mod throttle;
 pub mod venv;

@@ -19,6 +19,9 @@ pub const RESULT_SYNCED_STORES: &str = "synced-stores";
 pub const RESULT_S3_URL: &str = "s3-url";
 /// The Tekton result with the snapshot's path in `BACKUP_DIR`.
 pub const RESULT_DIR_PATH: &str = "dir-path";
+/// The Tekton result with how each store's copy was checked: `s3=sha256,dir=sha256`
+/// (`sha256` or `size-only`), for the stores that hold a verified copy.
+pub const RESULT_STORE_VERIFICATION: &str = "store-verification";
 
 /// The step's own variables, exactly as documented, unparsed.
 #[derive(Debug, Deserialize, Default)]
@@ -35,6 +38,7 @@ pub struct SyncEnv {
     pub retain_weekly: Option<String>,
     pub retain_monthly: Option<String>,
     pub retain_dry_run: Option<String>,
+    pub s3_require_checksum: Option<String>,
 }
 
 /// The configuration as read from the environment: the step's own variables and the S3 ones.
@@ -83,6 +87,9 @@ pub struct Config {
     pub retention: retention::Policy,
     /// Log the retention plan without deleting (`RETAIN_DRY_RUN`).
     pub dry_run: bool,
+    /// Fail an S3 store whose copy can be checked by its size only, because the server states
+    /// no SHA-256 checksum (`S3_REQUIRE_CHECKSUM`).
+    pub require_checksum: bool,
     /// Where Tekton results go.
     pub results: Results,
 }
@@ -95,7 +102,12 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let raw: RawConfig = cfg::from_env()?;
         let mut config = Self::try_from(raw)?;
-        config.results = Results::from_env(&[RESULT_SYNCED_STORES, RESULT_S3_URL, RESULT_DIR_PATH]);
+        config.results = Results::from_env(&[
+            RESULT_SYNCED_STORES,
+            RESULT_S3_URL,
+            RESULT_DIR_PATH,
+            RESULT_STORE_VERIFICATION,
+        ]);
         Ok(config)
     }
 }
@@ -147,6 +159,17 @@ impl TryFrom<RawConfig> for Config {
             monthly: count("RETAIN_MONTHLY", &raw.retain_monthly)?,
         };
         let dry_run = cfg::parse_bool("RETAIN_DRY_RUN", raw.retain_dry_run.as_deref(), false)?;
+        let require_checksum = cfg::parse_bool(
+            "S3_REQUIRE_CHECKSUM",
+            raw.s3_require_checksum.as_deref(),
+            false,
+        )?;
+        if require_checksum && s3.is_none() {
+            return Err(ConfigError::new(
+                "S3_REQUIRE_CHECKSUM",
+                "is set but no bucket is; set BUCKET_NAME or S3_BUCKET, or leave it unset",
+            ));
+        }
         Ok(Self {
             snapshot_dir,
             which,
@@ -155,6 +178,7 @@ impl TryFrom<RawConfig> for Config {
             backup_dir,
             retention,
             dry_run,
+            require_checksum,
             results: Results::default(),
         })
     }
@@ -284,6 +308,7 @@ mod tests {
         assert_eq!(c.retention.monthly, Some(12));
         assert!(c.dry_run);
         assert!(c.s3.is_none());
+        assert!(!c.require_checksum);
     }
 
     #[rstest]

@@ -29,8 +29,8 @@ use vault_backup_common::exit::one_line;
 use vault_backup_common::progress::mb_per_s;
 
 pub use config::{
-    Config, RESULT_DIR_PATH, RESULT_S3_URL, RESULT_SYNCED_STORES, RawConfig, S3Config, S3Env,
-    SyncEnv, Which,
+    Config, RESULT_DIR_PATH, RESULT_S3_URL, RESULT_STORE_VERIFICATION, RESULT_SYNCED_STORES,
+    RawConfig, S3Config, S3Env, SyncEnv, Which,
 };
 pub use error::{Error, Result};
 pub use report::{StoreReport, Summary};
@@ -57,6 +57,8 @@ retention per store. Configuration comes from the environment:
   S3_TLS                  https unless false (default BUCKET_SSL, else true;
                           contradicting BUCKET_SSL is an error)
   S3_CACERT               PEM bundle to trust for the endpoint (checked at start)
+  S3_REQUIRE_CHECKSUM     fail the S3 store when the server states no SHA-256 checksum
+                          for the copy, so it can be checked by its size only (default false)
 
   Directory store:
   BACKUP_DIR              an existing directory (a PVC workspace)
@@ -65,7 +67,8 @@ retention per store. Configuration comes from the environment:
   RETAIN_LAST, RETAIN_DAYS, RETAIN_DAILY, RETAIN_WEEKLY, RETAIN_MONTHLY
   RETAIN_DRY_RUN          log the plan only (default false)
 
-Results: synced-stores, s3-url, dir-path (RESULTS_DIR or RESULT_<NAME>_PATH).
+Results: synced-stores, s3-url, dir-path, store-verification (RESULTS_DIR or
+RESULT_<NAME>_PATH).
 Exit codes: 0 all stores hold a verified copy; 1 a store or the snapshot failed; 2 bad configuration.";
 
 /// Runs the step; SIGTERM or SIGINT aborts uploads in flight.
@@ -91,14 +94,6 @@ pub async fn run_with(
         Which::Named(name) => Artifact::new(name.clone()),
         Which::Newest => newest_complete(&config)?,
     };
-    let source = verify(&config, &artifact, cancel).await?;
-    info!(
-        snapshot = artifact.name(),
-        bytes = source.bytes,
-        sha256 = %source.sha256,
-        "snapshot verified against its .sha256"
-    );
-
     let mut stores = Vec::new();
     if let Some(s3) = &config.s3 {
         stores.push(store::s3(s3)?);
@@ -106,6 +101,16 @@ pub async fn run_with(
     if let Some(dir) = &config.backup_dir {
         stores.push(store::dir(dir));
     }
+    // The S3 checksum of the parts is computed in the same read as the verification: the copy
+    // is later proven by it, so the upload itself hashes nothing.
+    let part_size = stores.iter().find_map(|s| s.part_size());
+    let source = verify(&config, &artifact, part_size, cancel).await?;
+    info!(
+        snapshot = artifact.name(),
+        bytes = source.bytes,
+        sha256 = %source.sha256,
+        "snapshot verified against its .sha256"
+    );
     if config.retention.is_empty() {
         info!(
             "no retention setting (RETAIN_LAST, RETAIN_DAYS, RETAIN_DAILY, RETAIN_WEEKLY, RETAIN_MONTHLY): every snapshot is kept"
@@ -136,7 +141,7 @@ pub async fn run_with(
         .map(|r| r.store)
         .collect();
     if failed.is_empty() {
-        info!(snapshot = %summary.snapshot, stores = summary.stores.len(), "snapshot synced to every store");
+        info!(snapshot = %summary.snapshot, stores = summary.stores.len(), verification = %summary.verification(), "snapshot synced to every store");
         Ok(summary)
     } else {
         Err(Error::StoresFailed {
@@ -182,11 +187,12 @@ fn newest_complete(config: &Config) -> Result<Artifact> {
 async fn verify(
     config: &Config,
     artifact: &Artifact,
+    part_size: Option<usize>,
     cancel: &CancellationToken,
 ) -> Result<upload::Source> {
     let dir = config.snapshot_dir.clone();
     let a = artifact.clone();
-    let check = tokio::task::spawn_blocking(move || upload::Source::verified(&dir, &a));
+    let check = tokio::task::spawn_blocking(move || upload::Source::verified(&dir, &a, part_size));
     let verified = tokio::select! {
         () = cancel.cancelled() => return Err(Error::Interrupted),
         r = check => r.map_err(|e| Error::Workspace {
@@ -214,6 +220,7 @@ async fn sync_store(
         location: location.clone(),
         upload_error: None,
         already_there: false,
+        verification: None,
         seconds: 0.0,
         retention: None,
         deleted: Vec::new(),
@@ -239,8 +246,8 @@ async fn sync_store(
                 Some(chain)
             }
         };
-    let outcome = match upload::upload(store, source, cancel).await {
-        Ok(outcome) => outcome,
+    let stored = match upload::upload(store, source, cancel, config.require_checksum).await {
+        Ok(stored) => stored,
         Err(e) => {
             report.seconds = started.elapsed().as_secs_f64();
             let chain = one_line(&e);
@@ -253,16 +260,23 @@ async fn sync_store(
     report.retention_error = cleanup_error;
     let elapsed = started.elapsed();
     report.seconds = elapsed.as_secs_f64();
-    report.already_there = outcome == upload::Outcome::AlreadyThere;
+    report.already_there = stored.outcome == upload::Outcome::AlreadyThere;
+    report.verification = Some(stored.verification);
     if !report.already_there {
-        info!(
-            store = store.name(),
-            location = %location,
-            bytes = source.bytes,
-            seconds = format_args!("{:.2}", report.seconds),
-            mb_per_s = format_args!("{:.1}", mb_per_s(source.bytes, elapsed)),
-            "stored and verified"
+        let (bytes, seconds, rate, verification) = (
+            source.bytes,
+            format_args!("{:.2}", report.seconds),
+            format_args!("{:.1}", mb_per_s(source.bytes, elapsed)),
+            stored.verification.as_str(),
         );
+        match stored.verification {
+            upload::Verification::Sha256 => {
+                info!(store = store.name(), location = %location, bytes, seconds, mb_per_s = rate, verification, "stored and verified");
+            }
+            upload::Verification::SizeOnly => {
+                warn!(store = store.name(), location = %location, bytes, seconds, mb_per_s = rate, verification, "stored, and checked by its size only");
+            }
+        }
     }
     if cancel.is_cancelled() {
         return report;
@@ -309,7 +323,10 @@ fn write_results(config: &Config, summary: &Summary) {
         .filter(|r| r.synced())
         .map(|r| r.store)
         .collect();
-    let mut writes = vec![(RESULT_SYNCED_STORES, synced.join(","))];
+    let mut writes = vec![
+        (RESULT_SYNCED_STORES, synced.join(",")),
+        (RESULT_STORE_VERIFICATION, summary.verification()),
+    ];
     for r in summary.stores.iter().filter(|r| r.synced()) {
         match r.store {
             "s3" => writes.push((RESULT_S3_URL, r.location.clone())),

@@ -8,24 +8,41 @@
 //! age, which is what the "one store failing" alert watches. A store whose copy landed but
 //! whose retention failed did receive the copy, so it gets the timestamp; the step's failure
 //! (exit 1, `last_failure`) is what reports the retention error.
+//!
+//! With its copy, each such store pushes [`STORE_VERIFIED_SHA256`]: 1 when the copy was checked
+//! by SHA-256, 0 when only by its size (an S3 server that states no checksum), so an alert can
+//! ask for SHA-256 where the README promises it.
 
 use std::time::SystemTime;
 
 use vault_backup_common::metrics::{
-    Metrics, Report, STORE_DELETED_BYTES, STORE_LAST_SUCCESS, STORE_SNAPSHOTS,
+    Gauge, Metrics, Report, STORE_DELETED_BYTES, STORE_LAST_SUCCESS, STORE_SNAPSHOTS,
 };
 
 use crate::error::Error;
 use crate::report::Summary;
+use crate::upload::Verification;
 
 /// The step name the sync step pushes under (the alert rules expect it).
 pub const STEP: &str = "snapshot-sync";
+
+/// How the store's last copy was checked: 1 by SHA-256, 0 by its size only. Defined here
+/// rather than in the common crate's list because only this step pushes it.
+pub const STORE_VERIFIED_SHA256: Gauge = Gauge {
+    name: "vault_backup_store_verified_sha256",
+    help: "1 if the store's last copy was checked by SHA-256, 0 if by its size only",
+    labels: &["store"],
+};
 
 impl Report for Summary {
     fn metrics(&self, metrics: &mut Metrics, at: SystemTime) {
         for store in self.stores.iter().filter(|s| s.synced()) {
             let label = [store.store];
             metrics.set_time(STORE_LAST_SUCCESS, &label, at);
+            if let Some(v) = store.verification {
+                let sha256 = if v == Verification::Sha256 { 1.0 } else { 0.0 };
+                metrics.set_with(STORE_VERIFIED_SHA256, &label, sha256);
+            }
             // Exact up to 2^53; no store holds that many bytes or snapshots.
             #[allow(clippy::cast_precision_loss)]
             metrics.set_with(STORE_DELETED_BYTES, &label, store.deleted_bytes as f64);
@@ -58,6 +75,7 @@ mod tests {
             location: format!("{name}://somewhere"),
             upload_error: upload_error.map(str::to_owned),
             already_there: false,
+            verification: upload_error.is_none().then_some(Verification::Sha256),
             seconds: 1.0,
             retention: None,
             deleted: vec!["vault-20261101T000000Z".into()],
@@ -97,6 +115,9 @@ mod tests {
                 "# HELP vault_backup_store_last_success_timestamp_seconds Unix time the store last received a complete copy of a snapshot\n\
                  # TYPE vault_backup_store_last_success_timestamp_seconds gauge\n\
                  vault_backup_store_last_success_timestamp_seconds{store=\"dir\"} 1700000000\n\
+                 # HELP vault_backup_store_verified_sha256 1 if the store's last copy was checked by SHA-256, 0 if by its size only\n\
+                 # TYPE vault_backup_store_verified_sha256 gauge\n\
+                 vault_backup_store_verified_sha256{store=\"dir\"} 1\n\
                  # HELP vault_backup_store_deleted_bytes Bytes retention deleted from the store in the last run\n\
                  # TYPE vault_backup_store_deleted_bytes gauge\n\
                  vault_backup_store_deleted_bytes{store=\"dir\"} 4096\n\
@@ -112,7 +133,7 @@ mod tests {
         let mut m = Metrics::new();
         summary(vec![store("s3", None, None)]).metrics(&mut m, SystemTime::now());
         assert!(!m.render().contains("vault_backup_store_snapshots"));
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.len(), 3);
 
         let mut m = Metrics::new();
         Error::Interrupted.metrics(&mut m, SystemTime::now());

@@ -2,6 +2,7 @@
 //! written from.
 
 use crate::retention;
+use crate::upload::Verification;
 
 /// What the run did.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct StoreReport {
     /// The store already held this snapshot (same `.sha256`, `.snap` of the right size), so
     /// nothing was copied.
     pub already_there: bool,
+    /// How the copy in the store was checked; `None` if the store holds no verified copy.
+    pub verification: Option<Verification>,
     /// Seconds the upload took.
     pub seconds: f64,
     /// The retention plan carried out (or, on a dry run, logged); `None` if retention did not run.
@@ -44,6 +47,19 @@ pub struct StoreReport {
     pub temp_files_removed: Vec<String>,
     /// The retention error, if deleting (snapshots or stale temp files) failed.
     pub retention_error: Option<String>,
+}
+
+impl Summary {
+    /// How each store that holds a verified copy had it checked, as the
+    /// `store-verification` result says it: `s3=sha256,dir=size-only`.
+    #[must_use]
+    pub fn verification(&self) -> String {
+        self.stores
+            .iter()
+            .filter_map(|r| r.verification.map(|v| format!("{}={v}", r.store)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl StoreReport {

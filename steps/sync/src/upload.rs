@@ -1,10 +1,15 @@
-//! One verified snapshot into one store: snapshot, `.json`, `.sha256` last, then read back.
+//! One verified snapshot into one store: snapshot, `.json`, `.sha256` last, then checked.
 //!
 //! The snapshot is streamed in the store's chunk size, so memory stays bounded whatever its size
-//! (the S3 store keeps a few parts in flight). Every byte sent is hashed again on the way: if
-//! the workspace file changed after it was verified, the copy is refused. A cancellation
-//! (SIGTERM) aborts the upload, so nothing appears under the snapshot's name, and an upload
-//! that completed just as the signal came is removed again.
+//! (the S3 store keeps a few parts in flight). A name in a store is immutable: a store that
+//! already holds another snapshot under this name is refused before anything is written. A
+//! cancellation (SIGTERM) aborts the upload, so nothing appears under the snapshot's name, and
+//! an upload that completed just as the signal came is removed again.
+//!
+//! Each copy ends up checked against the verified workspace file, by SHA-256 where the store
+//! allows it (the directory reads its copy back; S3 states a checksum of the parts it checked,
+//! compared with the one computed while the workspace file was verified) and by its size where
+//! it does not (an S3 server that states no checksum): [`Verification`] says which.
 
 use std::fs::File;
 use std::io::Read;
@@ -37,20 +42,68 @@ pub struct Source {
     pub manifest: Option<Vec<u8>>,
     /// The checksum file's bytes, uploaded unchanged so `sha256sum -c` works in every store.
     pub checksum: Vec<u8>,
+    /// The composite S3 checksum of the verified bytes in parts of a given size, computed in
+    /// the same pass as the SHA-256: what a server that checked every part states for a whole
+    /// copy, and so the proof that the copy is these bytes.
+    pub parts: Option<Composite>,
+}
+
+/// The composite checksum of a file in parts of `part_size` (see [`checksum`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composite {
+    /// The part size.
+    pub part_size: usize,
+    /// `base64(sha256(part digests))-N`.
+    pub value: String,
 }
 
 impl Source {
-    /// Verifies `dir/<name>.snap` against its `.sha256` and reads the sidecars.
+    /// Verifies `dir/<name>.snap` against its `.sha256` and reads the sidecars. With a
+    /// `part_size`, the composite checksum of the parts is computed in the same read.
     ///
     /// # Errors
     /// [`ArtifactError`] if the snapshot is incomplete, unreadable or does not match.
-    pub fn verified(dir: &Path, artifact: &Artifact) -> Result<Self, ArtifactError> {
-        let v = artifact::verify_in_dir(dir, artifact)?;
+    pub fn verified(
+        dir: &Path,
+        artifact: &Artifact,
+        part_size: Option<usize>,
+    ) -> Result<Self, ArtifactError> {
         let read = |file: String| {
             let path = dir.join(file);
             std::fs::read(&path).map_err(|source| ArtifactError::Io { path, source })
         };
-        let checksum = read(artifact.sha256_file())?;
+        let checksum = match read(artifact.sha256_file()) {
+            Err(ArtifactError::Io { source, path })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(ArtifactError::Incomplete {
+                    name: artifact.name().to_owned(),
+                    path,
+                });
+            }
+            other => other?,
+        };
+        let file = artifact.snap_file();
+        let expected = artifact::parse_checksum(&String::from_utf8_lossy(&checksum), &file)
+            .map_err(|reason| ArtifactError::BadChecksumFile {
+                path: dir.join(artifact.sha256_file()),
+                file: file.clone(),
+                reason,
+            })?;
+        let path = dir.join(&file);
+        let (sha256, bytes, parts) =
+            hash_file(&path, part_size).map_err(|source| ArtifactError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if sha256 != expected {
+            return Err(ArtifactError::Mismatch {
+                path,
+                file,
+                expected,
+                actual: sha256,
+            });
+        }
         let manifest = match read(artifact.manifest_file()) {
             Ok(m) => Some(m),
             Err(ArtifactError::Io { source, path })
@@ -64,12 +117,50 @@ impl Source {
         Ok(Self {
             dir: dir.to_owned(),
             artifact: artifact.clone(),
-            sha256: v.sha256,
-            bytes: v.bytes,
+            sha256,
+            bytes,
             manifest,
             checksum,
+            parts,
         })
     }
+
+    /// The composite checksum for parts of `part_size`, if computed.
+    fn composite(&self, part_size: usize) -> Option<&str> {
+        self.parts
+            .as_ref()
+            .filter(|c| c.part_size == part_size)
+            .map(|c| c.value.as_str())
+    }
+}
+
+/// One read of `path`: its SHA-256 (hex), its size and, with a `part_size`, its composite
+/// checksum. The two digests are computed over the same buffer, so the file is read once.
+fn hash_file(
+    path: &Path,
+    part_size: Option<usize>,
+) -> std::io::Result<(String, u64, Option<Composite>)> {
+    let mut file = File::open(path)?;
+    let mut full = Sha256::new();
+    let mut parts = part_size.map(PartDigests::new);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        full.update(&buf[..n]);
+        if let Some(p) = parts.as_mut() {
+            p.update(&buf[..n]);
+        }
+        total += n as u64;
+    }
+    let composite = part_size.zip(parts).map(|(part_size, p)| Composite {
+        part_size,
+        value: p.composite(),
+    });
+    Ok((hex::encode(full.finalize()), total, composite))
 }
 
 /// Why one store did not get its copy.
@@ -87,6 +178,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The store already holds another snapshot under this name; nothing was written.
+    #[error(
+        "{store} store: {location} already holds another snapshot named {name} (sha256 {stored}); this one has sha256 {new}. A name in a store is never replaced, so nothing was written; sync this snapshot under a new name (take a new snapshot), or remove the old copy by hand if it is truly unwanted"
+    )]
+    NameTaken {
+        /// The store's name.
+        store: &'static str,
+        /// The snapshot's location in the store.
+        location: String,
+        /// The snapshot name.
+        name: String,
+        /// The digest the store's `.sha256` records (or why it could not be read).
+        stored: String,
+        /// The digest of the snapshot being synced.
+        new: String,
+    },
     /// The copy differs from what was verified.
     #[error("{location}: {what} is {actual} but should be {expected}; the copy is not trusted")]
     Mismatch {
@@ -98,6 +205,16 @@ pub enum Error {
         actual: String,
         /// What it should have.
         expected: String,
+    },
+    /// The server states no checksum and `S3_REQUIRE_CHECKSUM=true` asks for one.
+    #[error(
+        "{location}: the server states no SHA-256 checksum for the copy, so it could be checked by its size only, and S3_REQUIRE_CHECKSUM=true asks for a checksum; {what}"
+    )]
+    SizeOnly {
+        /// The copy.
+        location: String,
+        /// What became of the copy.
+        what: &'static str,
     },
     /// The `.snap` was gone or changed when checked again after the `.sha256` was written.
     #[error(
@@ -122,21 +239,60 @@ pub enum Error {
 pub enum Outcome {
     /// The snapshot was copied and verified, its `.sha256` written last.
     Uploaded,
-    /// The store already held this snapshot: the same `.sha256`, byte for byte, and a `.snap` of
+    /// The store already held this snapshot: a `.sha256` with the same digest and a `.snap` of
     /// the right size. Nothing was written.
     AlreadyThere,
 }
 
-/// Copies `source` into `store`: snapshot, manifest, checksum file last; then reads it back.
+/// How a store's copy was checked against the verified snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// By SHA-256: the directory's copy read back, or the checksum an S3 server states for the
+    /// parts it checked.
+    Sha256,
+    /// By its size only: the S3 server states no checksum.
+    SizeOnly,
+}
+
+impl Verification {
+    /// `sha256` or `size-only`, as the summary, the results and the README say.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::SizeOnly => "size-only",
+        }
+    }
+}
+
+impl std::fmt::Display for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`upload`] did and how the copy in the store was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Copied, or already there.
+    pub outcome: Outcome,
+    /// How the copy was checked.
+    pub verification: Verification,
+}
+
+/// Copies `source` into `store`: snapshot, manifest, checksum file last; then checks the copy.
 ///
-/// A store that already holds this snapshot (an identical `.sha256` and a `.snap` of the right
-/// size) is left as it is. Otherwise nothing of an earlier copy under the same name is touched
-/// until the new `.snap` is complete and verified: the new `.snap` replaces the old one in one
-/// step (S3 completes a multipart upload atomically; the directory renames a synced temp file),
-/// and only then are the `.json` and the `.sha256` replaced. So a failed upload (a full PVC, an
-/// S3 error) leaves an earlier good copy complete, and no DeleteObject is needed. Between the
-/// `.snap` and the `.sha256` an old checksum may sit beside new bytes for a moment; `sha256sum
-/// -c` then fails rather than trusts them.
+/// A name in a store is immutable. A store that already holds this snapshot (a `.sha256` with
+/// the same digest and a `.snap` of the right size) is not written to; its copy is checked as a
+/// new one would be. A store that holds another snapshot under this name (a `.sha256` with
+/// another digest beside a `.snap`) is refused with [`Error::NameTaken`] before anything is
+/// written. Only where the name holds no complete copy (nothing, an incomplete `.snap` left by a
+/// killed run, or a damaged copy of this very snapshot) is a new one written: the `.snap`
+/// appears in one step (S3 completes a multipart upload atomically; the directory renames a
+/// synced temp file), and the `.json` and `.sha256` only after it was checked.
+///
+/// With `require_sha256`, a copy that can be checked by its size only fails the store
+/// ([`Error::SizeOnly`]); a copy this run uploaded is then removed again.
 ///
 /// # Errors
 /// [`Error`]; the store then holds no new file under the snapshot's name that was not checked,
@@ -145,34 +301,72 @@ pub async fn upload(
     store: &dyn Store,
     source: &Source,
     cancel: &CancellationToken,
-) -> Result<Outcome, Error> {
+    require_sha256: bool,
+) -> Result<Stored, Error> {
     let a = &source.artifact;
     let snap = a.snap_file();
     let location = store.location(&snap);
-    if already_there(store, source).await? {
-        info!(
-            store = store.name(),
-            location = %location,
-            bytes = source.bytes,
-            "already in the store: the same .sha256 and a .snap of the right size; not copied again"
-        );
-        return Ok(Outcome::AlreadyThere);
+    match existing(store, source).await? {
+        Existing::Other(stored) => {
+            return Err(Error::NameTaken {
+                store: store.name(),
+                location,
+                name: a.name().to_owned(),
+                stored,
+                new: source.sha256.clone(),
+            });
+        }
+        Existing::Same => {
+            info!(
+                store = store.name(),
+                location = %location,
+                bytes = source.bytes,
+                "already in the store: a .sha256 with the same digest and a .snap of the right size; not copied again"
+            );
+            // Nothing of it is this run's to remove, whatever the check says.
+            let verification = match check_copy(store, source, &snap).await? {
+                Ok(Verification::SizeOnly) if require_sha256 => {
+                    return Err(Error::SizeOnly {
+                        location,
+                        what: "the copy already in the store was left as it is",
+                    });
+                }
+                Ok(v) => v,
+                Err(problem) => return Err(problem),
+            };
+            return Ok(Stored {
+                outcome: Outcome::AlreadyThere,
+                verification,
+            });
+        }
+        Existing::Nothing => {}
     }
 
     let writer = store.begin(&snap).await?;
     info!(store = store.name(), location = %location, bytes = source.bytes, "upload started");
-    let sent = stream(store, writer, source, cancel, &location).await?;
+    stream(store, writer, source, cancel, &location).await?;
     if cancel.is_cancelled() {
         // Completed in the instant the signal came: take it back rather than leave a copy
         // nobody checked.
         store.delete(&snap).await?;
         return Err(Error::Interrupted { location });
     }
-    if let Some(problem) = check_copy(store, source, &snap, sent).await? {
-        // Not left behind as an incomplete copy that looks like a snapshot.
-        store.delete(&snap).await?;
-        return Err(problem);
-    }
+    let checked = match check_copy(store, source, &snap).await? {
+        Ok(Verification::SizeOnly) if require_sha256 => Err(Error::SizeOnly {
+            location: location.clone(),
+            what: "the copy was removed again",
+        }),
+        Ok(Verification::SizeOnly) => sent_were_verified(store, source, &location).await,
+        other => other,
+    };
+    let verification = match checked {
+        Ok(v) => v,
+        Err(problem) => {
+            // Not left behind as an incomplete copy that looks like a snapshot.
+            store.delete(&snap).await?;
+            return Err(problem);
+        }
+    };
 
     if let Some(manifest) = &source.manifest {
         put_checked(store, &a.manifest_file(), manifest.clone()).await?;
@@ -187,60 +381,91 @@ pub async fn upload(
             actual: size.map_or_else(|| "missing".to_owned(), |s| format!("{s} bytes")),
         });
     }
-    Ok(Outcome::Uploaded)
+    Ok(Stored {
+        outcome: Outcome::Uploaded,
+        verification,
+    })
 }
 
-/// Whether the store already holds this snapshot: its `.sha256` is byte-equal to the
-/// workspace's and its `.snap` has the verified size.
-async fn already_there(store: &dyn Store, source: &Source) -> Result<bool, Error> {
+/// What a store holds under the snapshot's name.
+enum Existing {
+    /// No complete copy: nothing, a `.snap` without its `.sha256` (a killed run's), a `.sha256`
+    /// without its `.snap`, or this snapshot's `.sha256` beside a `.snap` of the wrong size.
+    Nothing,
+    /// This snapshot: a `.sha256` with its digest and a `.snap` of its size.
+    Same,
+    /// Another snapshot: a `.sha256` with another digest (given, or why it is unreadable)
+    /// beside a `.snap`.
+    Other(String),
+}
+
+async fn existing(store: &dyn Store, source: &Source) -> Result<Existing, Error> {
     let a = &source.artifact;
-    if store.read(&a.sha256_file()).await?.as_deref() != Some(source.checksum.as_slice()) {
-        return Ok(false);
-    }
-    Ok(store.size(&a.snap_file()).await? == Some(source.bytes))
+    let Some(text) = store.read(&a.sha256_file()).await? else {
+        return Ok(Existing::Nothing);
+    };
+    let stored = artifact::parse_checksum(&String::from_utf8_lossy(&text), &a.snap_file());
+    let size = store.size(&a.snap_file()).await?;
+    Ok(match (stored, size) {
+        (_, None) => Existing::Nothing,
+        (Ok(digest), Some(size)) if digest == source.sha256 => {
+            if size == source.bytes {
+                Existing::Same
+            } else {
+                Existing::Nothing
+            }
+        }
+        (Ok(digest), Some(_)) => Existing::Other(digest),
+        (Err(reason), Some(_)) => Existing::Other(format!("unreadable: {reason}")),
+    })
 }
 
-/// Compares what was sent and what the store reads back with the verified snapshot; returns
-/// the first difference.
+/// Checks the copy in the store against the verified snapshot: its size, then its SHA-256
+/// where the store can tell it. Returns how it was checked, or the first difference.
 async fn check_copy(
     store: &dyn Store,
     source: &Source,
     snap: &str,
-    sent: Sent,
-) -> Result<Option<Error>, Error> {
+) -> Result<Result<Verification, Error>, Error> {
     let location = store.location(snap);
-    if let Some(sent) = sent.sha256
-        && sent != source.sha256
-    {
-        return Ok(Some(Error::Mismatch {
-            location,
-            what: "the SHA-256 of the bytes sent (the workspace file changed after it was verified)",
-            actual: sent,
-            expected: source.sha256.clone(),
-        }));
-    }
     let size = store.size(snap).await?;
     if size != Some(source.bytes) {
-        return Ok(Some(Error::Mismatch {
+        return Ok(Err(Error::Mismatch {
             location,
             what: "the size read back",
             actual: size.map_or_else(|| "missing".to_owned(), |s| s.to_string()),
             expected: source.bytes.to_string(),
         }));
     }
-    if let Some(composite) = sent.composite {
+    if let Some(part_size) = store.part_size() {
         // The server checked each part's SHA-256 as it arrived; what it states for the whole
-        // must be what was computed here over the same parts (or, for a full-object checksum,
-        // over the verified file).
+        // must be what the verification computed over the same parts of the workspace file (or,
+        // for a full-object checksum, the verified SHA-256). Equal, the store holds exactly the
+        // verified bytes, whatever happened to the workspace file meanwhile.
         let Some(stated) = store.server_checksum(snap).await? else {
-            info!(
+            warn!(
                 store = store.name(),
                 location = %location,
-                "the server states no SHA-256 checksum for the copy (x-amz-checksum-mode); it is checked by its size only"
+                "the server states no SHA-256 checksum for the copy (x-amz-checksum-mode); it is checked by its size only (set S3_REQUIRE_CHECKSUM=true to fail such a store)"
             );
-            return Ok(None);
+            return Ok(Ok(Verification::SizeOnly));
         };
         let (kind, expected) = if stated.contains('-') {
+            let composite = match source.composite(part_size) {
+                Some(c) => c.to_owned(),
+                None => composite_of_workspace(store, source, part_size, &location).await?,
+            };
+            if stated.rsplit_once('-').map(|p| p.1) != composite.rsplit_once('-').map(|p| p.1) {
+                // Uploaded in other parts (by another tool or version): a composite over other
+                // boundaries cannot be compared with ours.
+                warn!(
+                    store = store.name(),
+                    location = %location,
+                    checksum = %stated,
+                    "the server's checksum is over a different number of parts than this step uploads; the copy is checked by its size only"
+                );
+                return Ok(Ok(Verification::SizeOnly));
+            }
             ("composite", composite)
         } else {
             (
@@ -249,27 +474,81 @@ async fn check_copy(
             )
         };
         if stated != expected {
-            return Ok(Some(Error::Mismatch {
+            return Ok(Err(Error::Mismatch {
                 location,
                 what: "the SHA-256 checksum the server states",
                 actual: stated,
                 expected,
             }));
         }
-        info!(store = store.name(), location = %location, checksum = %stated, kind, "the server's SHA-256 checksum matches the one computed while sending");
+        info!(store = store.name(), location = %location, checksum = %stated, kind, "the server's SHA-256 checksum matches the verified snapshot's");
+        return Ok(Ok(Verification::Sha256));
     }
     if store.reads_back_sha256() {
         let stored = store.sha256(snap).await?.unwrap_or_default();
         if stored != source.sha256 {
-            return Ok(Some(Error::Mismatch {
+            return Ok(Err(Error::Mismatch {
                 location,
                 what: "the SHA-256 read back",
                 actual: stored,
                 expected: source.sha256.clone(),
             }));
         }
+        return Ok(Ok(Verification::Sha256));
     }
-    Ok(None)
+    Ok(Ok(Verification::SizeOnly))
+}
+
+/// For a copy checked by its size only: whether the workspace file still is the verified one
+/// (its parts hashed again), so at least the bytes sent were not a file changed meanwhile. A
+/// server that states its checksum makes this unnecessary: it proves the stored bytes directly.
+async fn sent_were_verified(
+    store: &dyn Store,
+    source: &Source,
+    location: &str,
+) -> Result<Verification, Error> {
+    let Some(part_size) = store.part_size() else {
+        return Ok(Verification::SizeOnly);
+    };
+    let Some(verified) = source.composite(part_size) else {
+        return Ok(Verification::SizeOnly);
+    };
+    let now = composite_of_workspace(store, source, part_size, location).await?;
+    if now == verified {
+        Ok(Verification::SizeOnly)
+    } else {
+        Err(Error::Mismatch {
+            location: location.to_owned(),
+            what: "the composite checksum of the workspace file after the upload (it changed after it was verified)",
+            actual: now,
+            expected: verified.to_owned(),
+        })
+    }
+}
+
+/// The composite checksum of the workspace file as it is now.
+async fn composite_of_workspace(
+    store: &dyn Store,
+    source: &Source,
+    part_size: usize,
+    location: &str,
+) -> Result<String, Error> {
+    let path = source.dir.join(source.artifact.snap_file());
+    let p = path.clone();
+    let hashed = tokio::task::spawn_blocking(move || hash_file(&p, Some(part_size)))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match hashed {
+        Ok((_, _, Some(c))) => Ok(c.value),
+        Ok((_, _, None)) => unreachable!("a part size was given"),
+        Err(source) => {
+            warn!(
+                store = store.name(),
+                location, "cannot read the workspace file again"
+            );
+            Err(Error::Read { path, source })
+        }
+    }
 }
 
 async fn put_checked(store: &dyn Store, file: &str, body: Vec<u8>) -> Result<(), Error> {
@@ -288,19 +567,18 @@ async fn put_checked(store: &dyn Store, file: &str, body: Vec<u8>) -> Result<(),
     }
 }
 
-/// Streams the snapshot into `writer`; returns the SHA-256 of what was sent, unless the store
-/// reads its copy back whole anyway (then hashing the stream too would only cost CPU). Aborts
-/// the writer on any failure or on cancellation.
+/// Streams the snapshot into `writer`. Nothing is hashed here: the copy is checked afterwards
+/// against the digests of the verification (see [`check_copy`]). Aborts the writer on any
+/// failure or on cancellation.
 async fn stream(
     store: &dyn Store,
     mut writer: Box<dyn Writer>,
     source: &Source,
     cancel: &CancellationToken,
     location: &str,
-) -> Result<Sent, Error> {
+) -> Result<(), Error> {
     let path = source.dir.join(source.artifact.snap_file());
-    let hash = !store.reads_back_sha256();
-    let mut reader = match Chunks::open(&path, store.chunk_size(), hash, store.part_size()).await {
+    let mut reader = match Chunks::open(&path, store.chunk_size()).await {
         Ok(r) => r,
         Err(e) => {
             abort(store, writer, location).await;
@@ -356,7 +634,7 @@ async fn stream(
     // Not raced against the signal: completing takes the last parts in flight and one request,
     // and a completed copy is removed again by the caller if a signal came meanwhile.
     writer.finish().await?;
-    Ok(reader.finish())
+    Ok(())
 }
 
 async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
@@ -371,7 +649,7 @@ async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
     }
 }
 
-/// Reads a file in fixed-size chunks on the blocking pool, hashing as it goes.
+/// Reads a file in fixed-size chunks on the blocking pool.
 ///
 /// Chunk buffers come from a small pool and go back to it when the store is done with them
 /// (the last `Bytes` referring to one drops). Allocating and freeing an 8 MiB buffer per part
@@ -379,37 +657,9 @@ async fn abort(store: &dyn Store, writer: Box<dyn Writer>, location: &str) {
 /// measured, peak RSS went from about 40 MiB to 140 MiB on a 500 MB upload.
 struct Chunks {
     path: PathBuf,
-    state: Option<(File, Hashers)>,
+    file: Option<File>,
     chunk: usize,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-/// What is computed over the bytes as they are read: the whole file's SHA-256 and, for a store
-/// that states composite checksums, the SHA-256 of each part.
-#[derive(Default)]
-struct Hashers {
-    full: Option<Sha256>,
-    parts: Option<PartDigests>,
-}
-
-impl Hashers {
-    fn update(&mut self, bytes: &[u8]) {
-        if let Some(h) = self.full.as_mut() {
-            h.update(bytes);
-        }
-        if let Some(p) = self.parts.as_mut() {
-            p.update(bytes);
-        }
-    }
-}
-
-/// What was computed over the bytes sent.
-#[derive(Debug, Default)]
-struct Sent {
-    /// The SHA-256 (hex) of the whole, if hashed.
-    sha256: Option<String>,
-    /// The composite checksum of the parts, if the store has parts.
-    composite: Option<String>,
 }
 
 /// A pooled buffer lent to a `Bytes`; returns to the pool on drop.
@@ -434,12 +684,7 @@ impl Drop for Pooled {
 }
 
 impl Chunks {
-    async fn open(
-        path: &Path,
-        chunk: usize,
-        hash: bool,
-        part_size: Option<usize>,
-    ) -> Result<Self, Error> {
+    async fn open(path: &Path, chunk: usize) -> Result<Self, Error> {
         let p = path.to_owned();
         let file = tokio::task::spawn_blocking(move || File::open(p))
             .await
@@ -450,13 +695,7 @@ impl Chunks {
             })?;
         Ok(Self {
             path: path.to_owned(),
-            state: Some((
-                file,
-                Hashers {
-                    full: hash.then(Sha256::new),
-                    parts: part_size.map(PartDigests::new),
-                },
-            )),
+            file: Some(file),
             chunk,
             pool: Arc::default(),
         })
@@ -464,7 +703,7 @@ impl Chunks {
 
     /// The next chunk, or `None` at the end of the file.
     async fn next(&mut self) -> Result<Option<Bytes>, Error> {
-        let Some((file, mut hasher)) = self.state.take() else {
+        let Some(file) = self.file.take() else {
             return Err(self.read_error(std::io::Error::other("reader already failed")));
         };
         let size = self.chunk as u64;
@@ -475,13 +714,12 @@ impl Chunks {
             buf.clear();
             let mut limited = file.take(size);
             let r = limited.read_to_end(&mut buf);
-            hasher.update(&buf);
-            (limited.into_inner(), hasher, r.map(|_| buf))
+            (limited.into_inner(), r.map(|_| buf))
         })
         .await;
         match result {
-            Ok((file, hasher, Ok(buf))) => {
-                self.state = Some((file, hasher));
+            Ok((file, Ok(buf))) => {
+                self.file = Some(file);
                 Ok((!buf.is_empty()).then(|| {
                     Bytes::from_owner(Pooled {
                         buf,
@@ -489,19 +727,8 @@ impl Chunks {
                     })
                 }))
             }
-            Ok((_, _, Err(e))) => Err(self.read_error(e)),
+            Ok((_, Err(e))) => Err(self.read_error(e)),
             Err(e) => Err(self.read_error(std::io::Error::other(e))),
-        }
-    }
-
-    /// What was computed over everything read.
-    fn finish(self) -> Sent {
-        let Some((_, h)) = self.state else {
-            return Sent::default();
-        };
-        Sent {
-            sha256: h.full.map(|h| hex::encode(h.finalize())),
-            composite: h.parts.map(PartDigests::composite),
         }
     }
 
@@ -589,18 +816,21 @@ mod tests {
             artifact::checksum_line(&sha, &a.snap_file()),
         )
         .unwrap();
-        let source = Source::verified(ws.path(), &a).unwrap();
+        let source = Source::verified(ws.path(), &a, None).unwrap();
         let cancel = CancellationToken::new();
 
         let plain = crate::store::dir(pvc.path());
         assert_eq!(
-            upload(plain.as_ref(), &source, &cancel).await.unwrap(),
+            upload(plain.as_ref(), &source, &cancel, false)
+                .await
+                .unwrap()
+                .outcome,
             Outcome::Uploaded
         );
         std::fs::remove_file(pvc.path().join(a.sha256_file())).unwrap();
 
         let raced = RacedByRetention(crate::store::dir(pvc.path()));
-        let err = upload(&raced, &source, &cancel).await.unwrap_err();
+        let err = upload(&raced, &source, &cancel, false).await.unwrap_err();
         assert!(matches!(err, Error::Vanished { .. }), "{err}");
         assert!(
             err.to_string()

@@ -1,6 +1,7 @@
-//! A directory store that runs out of space (a 20 MiB tmpfs, mounted as root) while a snapshot
-//! it already holds is synced again: the copy it holds must stay complete and pass
-//! `sha256sum -c`, and a sync of the very same snapshot must see that it is already there.
+//! A directory store that runs out of space (a 20 MiB tmpfs, mounted as root) while a second
+//! snapshot is synced beside one it already holds: the sync fails with ENOSPC and leaves nothing
+//! of the new one, the copy it holds stays complete and passes `sha256sum -c`, and a sync of
+//! that very snapshot again sees that it is already there.
 
 mod common;
 
@@ -62,7 +63,7 @@ fn snapshot_bytes(dir: &Path, file: &str) -> (Vec<u8>, PathBuf) {
 }
 
 #[test]
-fn a_full_pvc_leaves_the_verified_copy_whole_and_the_same_snapshot_is_already_there() {
+fn a_full_pvc_fails_the_next_snapshot_leaves_the_held_copy_whole_and_it_is_already_there() {
     let pvc = Tmpfs::mount("20m");
     let ws = tempfile::tempdir().unwrap();
     let first = tempfile::tempdir().unwrap();
@@ -76,30 +77,33 @@ fn a_full_pvc_leaves_the_verified_copy_whole_and_the_same_snapshot_is_already_th
     let (held, held_path) = snapshot_bytes(pvc.path(), &a.snap_file());
     let held_sum = std::fs::read(pvc.path().join(a.sha256_file())).unwrap();
 
-    // The same name taken again with other bytes (a re-run of the snapshot step): the new
-    // copy must be written beside the old one, and the PVC has no room for it.
+    // The next snapshot (another name) needs room the PVC does not have.
     for f in files(ws.path()) {
         std::fs::remove_file(ws.path().join(f)).unwrap();
     }
-    let again = write_big_snapshot(ws.path(), "vault", at(2026, 11, 24, 6), 12 << 20);
-    assert_eq!(again, a);
-    assert_ne!(
-        std::fs::read(ws.path().join(a.sha256_file())).unwrap(),
-        held_sum
-    );
+    let next = write_big_snapshot(ws.path(), "vault", at(2026, 11, 25, 6), 12 << 20);
+    assert_ne!(next, a);
     let (code, stderr) = run_binary(&env(ws.path(), pvc.path()));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(stderr.contains("1 of 1 stores failed: dir"), "{stderr}");
-    // The copy the store held is untouched and still checks out; no temp file is left.
+    // The copy the store held is untouched and still checks out; nothing of the new snapshot
+    // and no temp file is left.
     sha256sum_check(pvc.path(), &a.sha256_file());
     assert_eq!(std::fs::read(&held_path).unwrap(), held);
+    assert_eq!(
+        std::fs::read(pvc.path().join(a.sha256_file())).unwrap(),
+        held_sum
+    );
     let mut want = a.files_in_write_order().to_vec();
     want.sort();
     assert_eq!(files(pvc.path()), want);
 
     // The workspace holds the first snapshot again: the store has it already, so nothing is
     // copied, nothing needs space, and the run succeeds.
+    for f in files(ws.path()) {
+        std::fs::remove_file(ws.path().join(f)).unwrap();
+    }
     copy_all(first.path(), ws.path());
     let (code, stderr) = run_binary(&env(ws.path(), pvc.path()));
     assert_eq!(code, Some(0), "{stderr}");

@@ -373,6 +373,11 @@ fn a_named_snapshot_without_its_checksum_is_an_error() {
 #[case::name_and_file(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("SNAPSHOT_NAME", "a"), ("SNAPSHOT_NAME_FILE", "/x")], "SNAPSHOT_NAME, SNAPSHOT_NAME_FILE: both are set")]
 #[case::name_file_missing(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("SNAPSHOT_NAME_FILE", "/nonexistent/name")], "SNAPSHOT_NAME_FILE: cannot read /nonexistent/name")]
 #[case::bad_dry_run(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("RETAIN_DRY_RUN", "perhaps")], "RETAIN_DRY_RUN: expected true or false")]
+#[case::require_checksum_without_bucket(&[("SNAPSHOT_DIR", "{ws}"), ("BACKUP_DIR", "{ws}"), ("S3_REQUIRE_CHECKSUM", "true")], "S3_REQUIRE_CHECKSUM: is set but no bucket is")]
+#[case::bad_require_checksum(
+    &[("SNAPSHOT_DIR", "{ws}"), ("S3_BUCKET", "b1"), ("S3_ENDPOINT", "http://127.0.0.1:1"), ("S3_REQUIRE_CHECKSUM", "always"),
+      ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "topsecret-value")],
+    "S3_REQUIRE_CHECKSUM: expected true or false")]
 fn configuration_errors_exit_2_naming_the_variable(
     #[case] vars: &[(&str, &str)],
     #[case] want: &str,

@@ -283,3 +283,42 @@ pub fn bucket_files(s3: &SeaweedFs) -> Vec<String> {
 pub fn path_of(dir: &Path, file: &str) -> PathBuf {
     dir.join(file)
 }
+
+/// Every object in the bucket with what identifies its bytes: `key etag size last-modified`,
+/// one line each, sorted (a rewritten object gets a new ETag or at least a new Last-Modified).
+pub fn bucket_objects(s3: &SeaweedFs) -> Vec<String> {
+    let out = s3.aws(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        s3.bucket(),
+        "--query",
+        "Contents[].[Key,ETag,Size,LastModified]",
+        "--output",
+        "text",
+    ]);
+    assert!(
+        out.status.success(),
+        "listing failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim() != "None")
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Every file in `dir` with its bytes and modification time, sorted by name.
+pub fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    files(dir)
+        .into_iter()
+        .map(|f| {
+            let p = dir.join(&f);
+            let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (f, std::fs::read(&p).unwrap(), modified)
+        })
+        .collect()
+}
