@@ -33,7 +33,7 @@ fn promtool(args: &[&str], cwd: &Path) -> (bool, String) {
 fn promtool_checks_the_rules() {
     let (ok, out) = promtool(&["check", "rules", "rules.yaml"], &monitoring());
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 9 rules found"), "{out}");
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn promtool_unit_tests_pass_with_a_firing_and_a_quiet_case_for_every_alert() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 6);
+    assert_eq!(alerts.len(), 9);
     for alert in alerts {
         for fires in [true, false] {
             assert!(
@@ -77,6 +77,56 @@ fn promtool_unit_tests_pass_with_a_firing_and_a_quiet_case_for_every_alert() {
             );
         }
     }
+}
+
+/// Every alert has a summary, a description and a runbook_url whose anchor is a heading of the
+/// README (GitHub's anchor: the heading lower-cased, spaces to '-', punctuation dropped).
+#[test]
+fn every_alert_has_a_summary_a_description_and_a_runbook_in_the_readme() {
+    let rules: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(monitoring().join("rules.yaml")).unwrap())
+            .unwrap();
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let anchors: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|h| {
+            h.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut seen = 0;
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let alert = rule["alert"].as_str().unwrap();
+            let annotations = &rule["annotations"];
+            for key in ["summary", "description", "runbook_url"] {
+                assert!(
+                    annotations[key]
+                        .as_str()
+                        .is_some_and(|v| !v.trim().is_empty()),
+                    "{alert} has no {key}"
+                );
+            }
+            let url = annotations["runbook_url"].as_str().unwrap();
+            let (_, anchor) = url.split_once("README.md#").expect("a README anchor");
+            assert_eq!(anchor, alert.to_lowercase(), "{alert}: {url}");
+            assert!(
+                anchors.iter().any(|a| a == anchor),
+                "{alert}: README.md has no heading for #{anchor}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 9);
 }
 
 #[test]

@@ -312,3 +312,106 @@ async fn a_run_that_reaches_one_store_leaves_the_other_stores_series() {
     }
     assert!(pg.value(LAST_FAILURE.name, "snapshot-sync").is_some());
 }
+
+/// Issue 17: several installs on one Pushgateway. Two namespaces push the same task and step;
+/// each keeps its own series (the grouping key carries `namespace`), so one cluster's success
+/// cannot hide another's failure.
+#[tokio::test]
+async fn two_namespaces_keep_their_own_series() {
+    let pg = Pushgateway::start();
+    let pusher_in = |ns: &str| {
+        let mut c = config(&pg.url(), Duration::from_secs(5));
+        c.namespace = Some(ns.to_owned());
+        Pusher::new(c).unwrap()
+    };
+    let (a, b) = (pusher_in("team-a"), pusher_in("team-b"));
+    let t1 = SystemTime::now();
+    let mut ok = Metrics::new();
+    ok.outcome(0, Duration::from_secs(1), t1)
+        .set(SNAPSHOT_BYTES, 1000.0);
+    assert!(a.push("vault-snapshot", &ok).await, "{}", pg.log());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut failed = Metrics::new();
+    failed.outcome(1, Duration::from_secs(1), SystemTime::now());
+    assert!(b.push("vault-snapshot", &failed).await, "{}", pg.log());
+
+    let all = pg.metrics("vault_backup_");
+    let of = |ns: &str, name: &str| -> Vec<f64> {
+        all.iter()
+            .filter(|s| s.name == name && s.label("namespace") == ns)
+            .map(|s| s.value)
+            .collect()
+    };
+    assert_eq!(of("team-a", LAST_SUCCESS.name).len(), 1, "{all:?}");
+    assert!(close(of("team-a", LAST_SUCCESS.name)[0], unix_seconds(t1)));
+    assert_eq!(
+        of("team-a", LAST_FAILURE.name),
+        Vec::<f64>::new(),
+        "{all:?}"
+    );
+    assert_eq!(of("team-a", SNAPSHOT_BYTES.name), vec![1000.0]);
+    // Team b's failure sits beside team a's success, not over it; it never succeeded.
+    assert_eq!(of("team-b", LAST_FAILURE.name).len(), 1, "{all:?}");
+    assert_eq!(
+        of("team-b", LAST_SUCCESS.name),
+        Vec::<f64>::new(),
+        "{all:?}"
+    );
+    assert_eq!(of("team-b", SNAPSHOT_BYTES.name), Vec::<f64>::new());
+    for s in &all {
+        assert!(
+            ["team-a", "team-b"].contains(&s.label("namespace")),
+            "a series without its namespace: {s:?}"
+        );
+    }
+}
+
+/// [`Metrics::render`] is the view the tests of each step read; it must be what the
+/// Pushgateway serves after a push of [`Config::requests`] (what is really sent): the same
+/// series, with the same values and the step's own labels.
+#[tokio::test]
+async fn render_is_what_the_pushgateway_serves_after_the_push() {
+    let pg = Pushgateway::start();
+    let pusher = Pusher::new(config(&pg.url(), Duration::from_secs(5))).unwrap();
+    let now = SystemTime::now();
+    let mut m = Metrics::new();
+    m.outcome(0, Duration::from_millis(1500), now)
+        .set(SNAPSHOT_BYTES, 4096.0)
+        .set_time(STORE_LAST_SUCCESS, &["s3"], now)
+        .set_with(STORE_SNAPSHOTS, &["s3"], 7.0)
+        .set_with(STORE_SNAPSHOTS, &["dir"], 3.0);
+    assert!(pusher.push("snapshot-sync", &m).await, "{}", pg.log());
+    let mut served: Vec<String> = pg
+        .metrics("vault_backup_")
+        .iter()
+        .map(|s| {
+            let own: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(k, v)| {
+                    !["job", "namespace", "task", "step", "instance"].contains(&k.as_str())
+                        && !v.is_empty()
+                })
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            let own = if own.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", own.join(","))
+            };
+            format!("{}{own} {}", s.name, s.value)
+        })
+        .collect();
+    let mut rendered: Vec<String> = m
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            format!("{series} {}", value.parse::<f64>().unwrap())
+        })
+        .collect();
+    served.sort();
+    rendered.sort();
+    assert_eq!(served, rendered);
+}

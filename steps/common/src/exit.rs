@@ -37,8 +37,10 @@ impl ExitStatus for ConfigError {
 /// is set (see [`crate::metrics`]): the one place every step pushes. Errors are logged once,
 /// each `#[source]` on its own `caused by:` line.
 ///
-/// - The `METRICS_*` variables are read with the step's own configuration: a bad value is a
-///   configuration error (exit 2, nothing pushed).
+/// - The `METRICS_*` variables are read before the step's own configuration, best effort
+///   ([`metrics::Pusher::from_env_or_warn`]): a value that cannot be used is one warning and no
+///   push, and the step runs and exits exactly as it would unmonitored (monitoring must never
+///   stop a backup).
 /// - After the run, success or failure, the step's own gauges ([`Report::metrics`] of the
 ///   summary, or of the error) and its outcome ([`Metrics::outcome`]: exit code, wall time
 ///   since the process started, last success or last failure) are pushed under `step`. A step
@@ -70,28 +72,15 @@ where
         return code;
     }
     crate::telemetry::init();
-    let metrics_config = match metrics::Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            config_error(&e);
-            return ExitCode::from(CONFIG);
-        }
-    };
-    let config = load();
     let Some(runtime) = runtime(flavor) else {
         return ExitCode::from(FAILED);
     };
     let pusher = {
         // The HTTP client is built inside the runtime it will run on.
         let _entered = runtime.enter();
-        match metrics_config.map(metrics::Pusher::new).transpose() {
-            Ok(pusher) => pusher,
-            Err(e) => {
-                config_error(&e);
-                return ExitCode::from(CONFIG);
-            }
-        }
+        metrics::Pusher::from_env_or_warn()
     };
+    let config = load();
     let mut gauges = Metrics::new();
     let code = match config {
         Err(e) => {

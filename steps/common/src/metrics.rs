@@ -7,15 +7,18 @@
 //! (the Prometheus project's own answer for batch jobs), and the rules in `monitoring/` alert on
 //! their age.
 //!
-//! - Every series is grouped by `job` (`METRICS_JOB`), `task` (`METRICS_TASK`) and `step`, so
-//!   the backup, the restore drill and each step never overwrite each other's series.
+//! - Every series is grouped by `job` (`METRICS_JOB`), `namespace` (`METRICS_NAMESPACE`, the
+//!   TaskRun's namespace), `task` (`METRICS_TASK`) and `step`, so the backup, the restore drill,
+//!   each step and each install sharing one Pushgateway never overwrite each other's series.
 //! - The push is a `POST`: the Pushgateway replaces only the metrics named in the push, so a
 //!   failed run's `vault_backup_last_failure_timestamp_seconds` leaves the last success in place.
 //!   It replaces a metric with all its series in the group, though, so a gauge with labels of
 //!   its own (`store`) is pushed to a group of its own (`.../step/snapshot-sync/store/s3`): a
 //!   run that pushes only `store="dir"` leaves the `store="s3"` series as they were.
 //! - Pushing is best effort: a Pushgateway that is down, slow or refusing costs at most
-//!   `METRICS_PUSH_TIMEOUT` and one warning line, and never changes the step's exit code.
+//!   `METRICS_PUSH_TIMEOUT` and one warning line, and never changes the step's exit code. So
+//!   does a `METRICS_*` setting that cannot be used ([`Pusher::from_env_or_warn`]): monitoring
+//!   never stops a backup.
 //! - Credentials (`METRICS_BASIC_AUTH_FILE`, `METRICS_BEARER_TOKEN_FILE`) live in a
 //!   [`Secret`] and never reach a log line; the URL may not carry any.
 //!
@@ -154,6 +157,7 @@ pub struct RawConfig {
     pub metrics_pushgateway_url: Option<String>,
     pub metrics_push_timeout: Option<String>,
     pub metrics_job: Option<String>,
+    pub metrics_namespace: Option<String>,
     pub metrics_task: Option<String>,
     pub metrics_basic_auth_file: Option<String>,
     pub metrics_bearer_token_file: Option<String>,
@@ -183,6 +187,10 @@ pub struct Config {
     pub timeout: Duration,
     /// The `job` grouping label (`METRICS_JOB`).
     pub job: String,
+    /// The `namespace` grouping label (`METRICS_NAMESPACE`): the TaskRun's namespace,
+    /// `$(context.taskRun.namespace)`, so that installs in several namespaces sharing one
+    /// Pushgateway keep their own series. Unset: no such label.
+    pub namespace: Option<String>,
     /// The `task` grouping label (`METRICS_TASK`): the Task's name, `$(context.task.name)`.
     pub task: String,
     /// Credentials, if any.
@@ -265,6 +273,7 @@ impl Config {
             job: raw
                 .metrics_job
                 .map_or_else(|| DEFAULT_JOB.to_owned(), |s| s.trim().to_owned()),
+            namespace: raw.metrics_namespace.map(|s| s.trim().to_owned()),
             task: raw
                 .metrics_task
                 .map_or_else(|| DEFAULT_TASK.to_owned(), |s| s.trim().to_owned()),
@@ -273,8 +282,10 @@ impl Config {
         }))
     }
 
-    /// Where a step's series are pushed: `<url>/metrics/job/<job>/task/<task>/step/<step>`,
-    /// then `/<label>/<value>` for each of `extra` (a gauge's own labels, see [`Metrics`]).
+    /// Where a step's series are pushed:
+    /// `<url>/metrics/job/<job>/namespace/<namespace>/task/<task>/step/<step>` (no `namespace`
+    /// segment when it is unset), then `/<label>/<value>` for each of `extra` (a gauge's own
+    /// labels, see [`Metrics`]).
     /// A value that is empty or holds anything but letters, digits, `-`, `_`, `.` and `~` is
     /// sent in the Pushgateway's base64 form (`task@base64/<url-safe base64>`), so a `/` in a
     /// name cannot change the grouping.
@@ -283,17 +294,34 @@ impl Config {
         let mut path = self.url.path().trim_end_matches('/').to_owned();
         path.push_str("/metrics");
         let key = [
-            ("job", self.job.as_str()),
-            ("task", &self.task),
-            ("step", step),
+            Some(("job", self.job.as_str())),
+            self.namespace.as_deref().map(|ns| ("namespace", ns)),
+            Some(("task", self.task.as_str())),
+            Some(("step", step)),
         ];
-        for (label, value) in key.iter().chain(extra) {
+        for (label, value) in key.iter().flatten().chain(extra) {
             path.push('/');
             path.push_str(&grouping_segment(label, value));
         }
         let mut url = self.url.clone();
         url.set_path(&path);
         url
+    }
+
+    /// Exactly what a push of `metrics` for `step` sends, in order: one `POST` per group of
+    /// [`Metrics::groups`], its URL ([`Config::group_url`] with the group's own labels) and its
+    /// body. [`Pusher::try_push`] sends these and nothing else.
+    #[must_use]
+    pub fn requests(&self, step: &str, metrics: &Metrics) -> Vec<(Url, String)> {
+        metrics
+            .groups()
+            .into_iter()
+            .map(|(labels, body)| {
+                let extra: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                (self.group_url(step, &extra), body)
+            })
+            .collect()
     }
 }
 
@@ -480,8 +508,11 @@ impl Metrics {
             .collect()
     }
 
-    /// The text exposition format: each gauge's `# HELP` and `# TYPE` lines, then its series,
-    /// one family after the other (the format requires a family's lines to be together).
+    /// The series as the Pushgateway serves them once every group is pushed, in the text
+    /// exposition format (each gauge's `# HELP` and `# TYPE` lines, then its series, with their
+    /// own labels, which the Pushgateway takes from the group's URL): for tests to read a
+    /// step's gauges in one text. Not what is sent: that is [`Config::requests`], and
+    /// `tests/tests/metrics.rs` checks against a real Pushgateway that the two agree.
     #[must_use]
     pub fn render(&self) -> String {
         render(&self.samples.iter().collect::<Vec<_>>(), true)
@@ -527,7 +558,8 @@ pub fn unix_seconds(at: SystemTime) -> f64 {
     }
 }
 
-/// A label value in the text format: `\`, `"` and newlines escaped.
+/// A label value in the text format: `\`, `"` and newlines escaped (for [`Metrics::render`];
+/// a pushed label value travels in the URL, see [`Config::group_url`]).
 fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -670,6 +702,22 @@ impl Pusher {
         Config::from_env()?.map(Self::new).transpose()
     }
 
+    /// [`Pusher::from_env`], best effort: a `METRICS_*` setting that cannot be used (a malformed
+    /// URL or timeout, a credentials file that is missing because its optional Secret is) logs
+    /// one warning naming the variable and gives `None`. The step then runs, and exits, exactly
+    /// as it would unmonitored: monitoring must never stop a backup, and a step that exits 2
+    /// over its metrics settings would. Call it inside the tokio runtime the push runs on.
+    #[must_use]
+    pub fn from_env_or_warn() -> Option<Self> {
+        Self::from_env().unwrap_or_else(|e| {
+            tracing::warn!(
+                variable = %e.variable,
+                "metrics not pushed; the step's outcome is unchanged: invalid metrics configuration: {e}"
+            );
+            None
+        })
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -684,11 +732,8 @@ impl Pusher {
     pub async fn try_push(&self, step: &str, metrics: &Metrics) -> Result<(), PushError> {
         let after = self.config.timeout;
         let all = async {
-            for (labels, body) in metrics.groups() {
-                let extra: Vec<(&str, &str)> =
-                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.post(&self.config.group_url(step, &extra), body)
-                    .await?;
+            for (url, body) in self.config.requests(step, metrics) {
+                self.post(&url, body).await?;
             }
             Ok(())
         };
@@ -701,14 +746,16 @@ impl Pusher {
         }
     }
 
-    async fn post(&self, url: &Url, body: String) -> Result<(), PushError> {
+    /// The `POST` of one group: its body as given, the text format's content type, and the
+    /// credentials, if any, in an `Authorization` header marked sensitive (hyper then keeps it
+    /// out of its debug output and HTTP/2 header compression, as the Vault client does with the
+    /// Vault token).
+    fn request(
+        &self,
+        url: &Url,
+        body: String,
+    ) -> Result<hyper::Request<http_body_util::Full<bytes::Bytes>>, PushError> {
         use base64::Engine as _;
-        use http_body_util::BodyExt as _;
-        let unreachable =
-            |source: Box<dyn std::error::Error + Send + Sync>| PushError::Unreachable {
-                url: url.clone(),
-                source,
-            };
         let mut request = hyper::Request::post(url.as_str())
             .header(
                 hyper::header::CONTENT_TYPE,
@@ -718,28 +765,42 @@ impl Pusher {
                 hyper::header::USER_AGENT,
                 concat!("vault-backup/", env!("CARGO_PKG_VERSION")),
             );
-        match &self.config.auth {
+        let authorization = match &self.config.auth {
             Some(Auth::Basic { user, password }) => {
                 let pair = format!("{user}:{}", password.expose());
-                let value = format!(
+                Some(format!(
                     "Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(pair)
-                );
-                request = request.header(hyper::header::AUTHORIZATION, value);
+                ))
             }
-            Some(Auth::Bearer(token)) => {
-                request = request.header(
-                    hyper::header::AUTHORIZATION,
-                    format!("Bearer {}", token.expose()),
-                );
-            }
-            None => {}
-        }
+            Some(Auth::Bearer(token)) => Some(format!("Bearer {}", token.expose())),
+            None => None,
+        };
         // The only failure here is a header value a config file put a newline in: say so
         // without the value.
-        let request = request
+        let bad_header = || PushError::Unreachable {
+            url: url.clone(),
+            source: "the credentials are not a valid HTTP header value".into(),
+        };
+        if let Some(value) = authorization {
+            let mut value =
+                hyper::header::HeaderValue::try_from(value).map_err(|_| bad_header())?;
+            value.set_sensitive(true);
+            request = request.header(hyper::header::AUTHORIZATION, value);
+        }
+        request
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(|_| unreachable("the credentials are not a valid HTTP header value".into()))?;
+            .map_err(|_| bad_header())
+    }
+
+    async fn post(&self, url: &Url, body: String) -> Result<(), PushError> {
+        use http_body_util::BodyExt as _;
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| PushError::Unreachable {
+                url: url.clone(),
+                source,
+            };
+        let request = self.request(url, body)?;
         let response = self
             .http
             .request(request)
@@ -811,9 +872,13 @@ Metrics (optional; pushed to a Prometheus Pushgateway at the end of every run, s
   METRICS_PUSH_TIMEOUT       the most the push may add to the run (default 5s); a push that fails
                              logs one warning and never changes the exit code
   METRICS_JOB, METRICS_TASK  the job and task grouping labels (default vault-backup for both)
+  METRICS_NAMESPACE          the namespace grouping label (the Tasks set the TaskRun's namespace);
+                             unset: no namespace label
   METRICS_BASIC_AUTH_FILE    a file holding user:password, or
   METRICS_BEARER_TOKEN_FILE  a file holding a bearer token (never logged)
-  METRICS_CACERT             PEM bundle to trust for an https:// Pushgateway";
+  METRICS_CACERT             PEM bundle to trust for an https:// Pushgateway
+A METRICS_* setting that cannot be used logs one warning and nothing is pushed; the run and its
+exit code are the same as without metrics.";
 
 /// What a finished run (its summary, or its error) knows beyond its outcome, as gauges.
 ///
@@ -876,6 +941,7 @@ mod tests {
         let c = config("http://pg:9091");
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.job, "vault-backup");
+        assert_eq!(c.namespace, None);
         assert_eq!(c.task, "vault-backup");
         assert_eq!(c.auth, None);
         assert_eq!(c.ca_pem, None);
@@ -1041,6 +1107,113 @@ mod tests {
     }
 
     #[test]
+    fn the_namespace_joins_the_grouping_key_when_set() {
+        let vars = [
+            (
+                "METRICS_PUSHGATEWAY_URL".to_owned(),
+                "http://pg:9091".to_owned(),
+            ),
+            ("METRICS_NAMESPACE".to_owned(), " team-a ".to_owned()),
+        ];
+        let c = Config::try_from(env::from_iter(vars).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            c.group_url("vault-snapshot", &[]).as_str(),
+            "http://pg:9091/metrics/job/vault-backup/namespace/team-a/task/vault-backup/step/vault-snapshot"
+        );
+        assert_eq!(
+            c.group_url("snapshot-sync", &[("store", "s3")]).as_str(),
+            "http://pg:9091/metrics/job/vault-backup/namespace/team-a/task/vault-backup/step/snapshot-sync/store/s3"
+        );
+    }
+
+    /// What a push sends, byte for byte: one POST per group, the step's own series first, each
+    /// body without the labels its URL carries, and a label value the URL cannot hold as is in
+    /// the base64 form (never escaped into the body).
+    #[test]
+    fn requests_are_exactly_what_is_pushed() {
+        let mut c = config("http://pg");
+        c.namespace = Some("ns".into());
+        let mut m = Metrics::new();
+        m.set_with(STORE_DELETED_BYTES, &["we\"ird/\n"], 0.0)
+            .set(SNAPSHOT_BYTES, 1024.0)
+            .set_with(STORE_SNAPSHOTS, &["dir"], 3.0);
+        let sent: Vec<(String, String)> = c
+            .requests("snapshot-sync", &m)
+            .into_iter()
+            .map(|(url, body)| (url.to_string(), body))
+            .collect();
+        let base =
+            "http://pg/metrics/job/vault-backup/namespace/ns/task/vault-backup/step/snapshot-sync";
+        assert_eq!(
+            sent,
+            [
+                (
+                    base.to_owned(),
+                    "# HELP vault_backup_snapshot_bytes Size in bytes of the last snapshot saved\n\
+                     # TYPE vault_backup_snapshot_bytes gauge\n\
+                     vault_backup_snapshot_bytes 1024\n"
+                        .to_owned()
+                ),
+                (
+                    format!(
+                        "{base}/store@base64/{}",
+                        base64::engine::general_purpose::URL_SAFE.encode("we\"ird/\n")
+                    ),
+                    "# HELP vault_backup_store_deleted_bytes Bytes retention deleted from the store in the last run\n\
+                     # TYPE vault_backup_store_deleted_bytes gauge\n\
+                     vault_backup_store_deleted_bytes 0\n"
+                        .to_owned()
+                ),
+                (
+                    format!("{base}/store/dir"),
+                    "# HELP vault_backup_store_snapshots Complete snapshots the store holds after retention\n\
+                     # TYPE vault_backup_store_snapshots gauge\n\
+                     vault_backup_store_snapshots 3\n"
+                        .to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case::basic("basic")]
+    #[case::bearer("bearer")]
+    #[tokio::test]
+    async fn the_authorization_header_is_sensitive_and_the_body_is_the_group(#[case] kind: &str) {
+        let mut c = config("https://pg");
+        c.auth = Some(match kind {
+            "basic" => Auth::Basic {
+                user: "u".into(),
+                password: Secret::new("pw"),
+            },
+            _ => Auth::Bearer(Secret::new("s.token")),
+        });
+        let pusher = Pusher::new(c).unwrap();
+        let mut m = Metrics::new();
+        m.set(SNAPSHOT_BYTES, 1.0);
+        let (url, body) = pusher.config().requests("s", &m).remove(0);
+        let request = pusher.request(&url, body.clone()).unwrap();
+        let auth = &request.headers()[hyper::header::AUTHORIZATION];
+        assert!(auth.is_sensitive());
+        let want = if kind == "basic" {
+            "Basic dTpwdw=="
+        } else {
+            "Bearer s.token"
+        };
+        assert_eq!(auth.to_str().unwrap(), want);
+        assert!(!format!("{:?}", request.headers()).contains("token"));
+        assert_eq!(request.uri().to_string(), url.as_str());
+        let sent = http_body_util::BodyExt::collect(request.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(sent, body.as_bytes());
+    }
+
+    #[test]
     fn url_safe_alphabet_for_values_that_need_it() {
         // "??>" encodes to "Pz8+" in the standard alphabet; the path form needs '-' and '_'.
         assert_eq!(grouping_segment("task", "??>"), "task@base64/Pz8-");
@@ -1118,7 +1291,7 @@ mod tests {
 
     /// The labels the Pushgateway sets from the grouping key (and `instance`, which it adds
     /// empty): a pushed series must not carry them itself.
-    const GROUPING_LABELS: [&str; 4] = ["job", "task", "step", "instance"];
+    const GROUPING_LABELS: [&str; 5] = ["job", "namespace", "task", "step", "instance"];
 
     #[test]
     fn catalogue_names_and_labels_are_valid_and_unique() {
@@ -1159,6 +1332,7 @@ mod tests {
                 "METRICS_PUSHGATEWAY_URL",
                 "METRICS_PUSH_TIMEOUT",
                 "METRICS_JOB",
+                "METRICS_NAMESPACE",
                 "METRICS_TASK",
                 "METRICS_BASIC_AUTH_FILE",
                 "METRICS_BEARER_TOKEN_FILE",

@@ -143,7 +143,7 @@ fn pushes_the_counts_the_stand_in_saw_and_a_failure_keeps_the_last_success() {
 }
 
 #[test]
-fn guard_mode_pushes_nothing_and_a_bad_config_is_pushed_as_exit_2() {
+fn guard_mode_pushes_nothing_and_a_bad_step_config_is_pushed_as_exit_2() {
     let home = tempfile::tempdir().unwrap();
     let pg = Pushgateway::start();
     let url = pg.url();
@@ -184,24 +184,101 @@ fn guard_mode_pushes_nothing_and_a_bad_config_is_pushed_as_exit_2() {
     assert_eq!(value(&pg, LAST_RUN_EXIT_CODE.name), 2.0);
     assert!(pg.value(LAST_FAILURE.name, STEP).is_some());
     assert_eq!(pg.value(TASKRUNS_DELETED.name, STEP), None);
+}
 
-    // A bad METRICS_* value is a configuration error like any other: exit 2, one line.
-    let (out, _) = prune(
-        home.path(),
-        &[
-            ("KUBECONFIG", &kubeconfig),
-            ("METRICS_PUSHGATEWAY_URL", &url),
-            ("METRICS_PUSH_TIMEOUT", "soon"),
-        ],
-    );
+/// Issue 18 point 7: monitoring must never stop a backup. `METRICS_BEARER_TOKEN_FILE` naming a
+/// file that is not there (its Secret is optional, so a missing Secret looks exactly like
+/// this), or a malformed `METRICS_PUSH_TIMEOUT`: the guard, clear or blocked, and the prune
+/// each exit as they do without metrics, do their work, log exactly one warning naming the
+/// variable, and push nothing.
+#[test]
+fn a_bad_metrics_setting_is_one_warning_and_changes_neither_the_work_nor_the_exit_code() {
+    let home = tempfile::tempdir().unwrap();
+    let pg = Pushgateway::start();
+    let url = pg.url();
+    let standin = KubeStandIn::start();
+    seed(&standin, 3);
+    let kubeconfig = standin.kubeconfig_path().display().to_string();
+    let missing = home.path().join("metrics/token").display().to_string();
+    let bad_settings: [(&str, [(&str, &str); 2]); 2] = [
+        (
+            "METRICS_BEARER_TOKEN_FILE",
+            [
+                ("METRICS_PUSHGATEWAY_URL", &url),
+                ("METRICS_BEARER_TOKEN_FILE", &missing),
+            ],
+        ),
+        (
+            "METRICS_PUSH_TIMEOUT",
+            [
+                ("METRICS_PUSHGATEWAY_URL", &url),
+                ("METRICS_PUSH_TIMEOUT", "soon"),
+            ],
+        ),
+    ];
+    let warnings = |log: &str| log.lines().filter(|l| l.contains("WARN")).count();
+    for (variable, metrics) in &bad_settings {
+        let with = |vars: &[(&str, &str)]| {
+            let all: Vec<(&str, &str)> = vars.iter().chain(metrics).copied().collect();
+            prune(home.path(), &all)
+        };
+        let guard = [
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("PRUNE_MODE", "guard"),
+            ("PRUNE_CURRENT", "backup-now"),
+        ];
+        // Clear: exit 0, as without metrics.
+        let (out, _) = with(&guard);
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{variable}: {log}");
+        assert_eq!(warnings(&log), 1, "{variable}: {log}");
+        assert!(
+            log.contains("metrics not pushed") && log.contains(variable),
+            "{variable}: {log}"
+        );
+        // Blocked by an older run still going: exit 1, as without metrics.
+        standin.add_taskrun(
+            &TaskRun::new("backup-older")
+                .task("vault-backup")
+                .created(Some(Utc::now() - TimeDelta::hours(1)))
+                .running(),
+        );
+        let (out, _) = with(&guard);
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{variable}: {log}");
+        assert!(log.contains("backup-older"), "{variable}: {log}");
+        assert_eq!(warnings(&log), 1, "{variable}: {log}");
+        // It finished: the next guard is clear again.
+        standin.add_taskrun(
+            &TaskRun::new("backup-older")
+                .task("vault-backup")
+                .created(Some(Utc::now() - TimeDelta::hours(1)))
+                .succeeded(Some(Utc::now() - TimeDelta::minutes(30))),
+        );
+    }
+    // The prune itself: its deletions done, exit 0, one warning, nothing pushed.
+    let (variable, metrics) = &bad_settings[0];
+    let all: Vec<(&str, &str)> = [
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("PRUNE_CURRENT", "backup-now"),
+        ("PRUNE_KEEP", "1"),
+    ]
+    .iter()
+    .chain(metrics)
+    .copied()
+    .collect();
+    let (out, _) = prune(home.path(), &all);
     let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{log}");
-    assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(
-        log.contains("invalid configuration: METRICS_PUSH_TIMEOUT"),
-        "{log}"
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(warnings(&log), 1, "{log}");
+    assert!(log.contains(variable), "{log}");
+    // Four finished runs, one kept.
+    assert_eq!(deleted(&standin), 3, "{log}");
+    assert_eq!(
+        pg.metrics("vault_backup_"),
+        vec![],
+        "pushed despite the bad setting"
     );
-    assert!(standin.deletions().is_empty(), "ran despite the bad value");
 }
 
 /// Issue 11, must-show 3: a Pushgateway that is down or never answers leaves the exit code as
