@@ -252,6 +252,9 @@ impl Environment {
     /// If a server does not start.
     #[must_use]
     pub fn start_with(setup: &Setup) -> Self {
+        // First: every server below then listens on the pod network's host address, where the
+        // runner's pods reach it (as they would reach a Service), not on 127.0.0.1.
+        crate::podnet::network();
         let cluster = Cluster::start(
             setup.nodes,
             Options {
@@ -295,9 +298,10 @@ impl Environment {
             objects.push(write(
                 &dir.path().join("obc-configmap.yaml"),
                 &format!(
-                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLAIM}\ndata:\n  BUCKET_HOST: \"127.0.0.1\"\n  \
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLAIM}\ndata:\n  BUCKET_HOST: \"{host}\"\n  \
                      BUCKET_PORT: \"{port}\"\n  BUCKET_NAME: \"{BUCKET}\"\n  BUCKET_REGION: \"{region}\"\n  \
                      BUCKET_SUBREGION: \"\"\n  BUCKET_SSL: \"false\"\n",
+                    host = crate::process::host(),
                     port = s3.port(),
                     region = s3.region(),
                 ),
@@ -483,18 +487,18 @@ impl Environment {
             task_file: root.join(run.task),
             task_ref: Some(taskrun.task_ref),
             params,
+            array_params: taskrun.array_params,
             workspaces,
+            read_only_workspaces: taskrun.read_only_workspaces,
+            pod_security: taskrun.pod_security,
             objects: self.objects.iter().chain(&run.objects).cloned().collect(),
             bin_dir: snapshot_bin.parent().expect("bin dir").to_owned(),
             known_env,
             task_run_name: run.name.to_owned(),
             namespace: self.kube.namespace().to_owned(),
             // In a cluster the pod's service account gives the guard and prune steps their API
-            // access; here a kubeconfig for the stand-in does.
-            pod_env: vec![(
-                "KUBECONFIG".to_owned(),
-                self.kube.kubeconfig_path().display().to_string(),
-            )],
+            // access; here a kubeconfig for the stand-in does, mounted where the token would be.
+            kubeconfig: Some(self.kube.kubeconfig_path().to_owned()),
             results_dir: if main {
                 self.results.clone()
             } else {
@@ -502,6 +506,7 @@ impl Environment {
             },
             volumes_dir: run_dir.join("volumes"),
             echo,
+            sidecar_ready_timeout: None,
         };
         runner::run(&spec)
     }

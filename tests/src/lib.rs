@@ -18,6 +18,8 @@ pub mod check;
 pub mod e2e;
 pub mod kube_standin;
 pub mod openbao;
+pub mod pod;
+pub mod podnet;
 pub mod process;
 pub mod pushgateway;
 pub mod runner;
