@@ -178,8 +178,9 @@ fn config_secret_text(
     } else {
         String::new()
     };
+    // With S3, the drill reads S3 even where its TaskRun binds the backups PVC too.
     let s3_prefix = if setup.s3 {
-        "  S3_PREFIX: \"prod/\"\n"
+        "  S3_PREFIX: \"prod/\"\n  RESTORE_FROM: \"s3\"\n"
     } else {
         ""
     };
