@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use support::known_env;
-use vault_backup_testbed::e2e::{self, Environment, Run, Setup};
+use vault_backup_testbed::e2e::{self, ConfigSource, Environment, Run, Setup};
 use vault_backup_testbed::openbao::{Cluster, Options};
 use vault_backup_testbed::runner::RunError;
 use vault_backup_testbed::venv;
@@ -72,6 +72,48 @@ fn the_drill_restores_the_s3_copy_into_its_sidecar_and_finds_this_runs_canary() 
             assert!(!value.contains(secret), "a secret in a result");
         }
     }
+}
+
+/// What a user who follows the README gets: the shipped example Secret (PVC only, no S3, no
+/// canary; only its `VAULT_ADDR` and login replaced by the test bed), the shipped backup
+/// TaskRun, then the shipped drill TaskRun as is. The drill finds the backup on the PVC (bound
+/// read-only by the drill TaskRun) and restores it into its sidecar.
+#[test]
+fn the_shipped_drill_taskrun_with_the_shipped_example_secret_restores_the_pvc_copy() {
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        s3: false,
+        config: ConfigSource::Example,
+        ..Setup::default()
+    });
+    let backup = env
+        .run_task(known_env(), false)
+        .expect("the backup Task runs");
+    assert!(backup.succeeded(), "{:?}", backup.steps);
+    assert_eq!(backup.results["synced-stores"], "dir");
+    let name = backup.results["snapshot-name"].clone();
+    let before = std::fs::read_dir(&env.backups).unwrap().count();
+
+    let drill = env
+        .run_drill("vault-restore-drill-pvc", known_env(), false)
+        .expect("the shipped drill TaskRun runs as written");
+    for step in &drill.steps {
+        assert_eq!(
+            step.code, 0,
+            "step {} failed:\n{}\n--- sidecar ---\n{}",
+            step.name, step.stderr, drill.sidecar_logs["openbao"]
+        );
+    }
+    assert_eq!(drill.results["restored-snapshot"], name);
+    assert_eq!(
+        drill.results["canary"], "skipped",
+        "the example Secret sets no canary"
+    );
+    assert_eq!(
+        std::fs::read_dir(&env.backups).unwrap().count(),
+        before,
+        "the drill leaves the PVC as it found it"
+    );
 }
 
 #[test]
