@@ -496,6 +496,8 @@ mod tests {
         // This test binary is a glibc debug build: it has an interpreter.
         let me = std::env::current_exe().unwrap();
         assert!(has_interpreter(&me).unwrap());
+        // OpenBao's release binary is a static Go build.
+        assert!(!has_interpreter(&crate::venv::bao()).unwrap());
         assert!(!elf_interpreter(b"\x7fELF\x02\x01"));
         assert!(!elf_interpreter(b"#!/bin/sh\n"));
     }

@@ -667,10 +667,11 @@ fn sidecar_image(what: &str, repo: &str) -> Result<Image, RunError> {
         "PATH".to_owned(),
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
     );
-    let root = vec![
+    let bao = venv::bao();
+    let mut root = vec![
         RootEntry::Bind {
             path: "/usr/bin/bao".into(),
-            host: venv::bao(),
+            host: bao.clone(),
         },
         // The base image's empty /tmp; with a read-only root it is read-only too.
         RootEntry::Dir {
@@ -678,6 +679,10 @@ fn sidecar_image(what: &str, repo: &str) -> Result<Image, RunError> {
             mode: 0o1777,
         },
     ];
+    // OpenBao's releases are static; a local build might not be.
+    if pod::has_interpreter(&bao).map_err(|e| RunError::Task(format!("{}: {e}", bao.display())))? {
+        root.extend(pod::host_libraries());
+    }
     match repo.rsplit('/').next().unwrap_or_default() {
         // openbao's Dockerfile, target distroless: FROM gcr.io/distroless/static:nonroot,
         // ENTRYPOINT ["/usr/bin/bao"], CMD ["server", "-dev", "-dev-no-store-token"].

@@ -128,3 +128,41 @@ fn a_sidecar_listening_on_the_pod_ip_becomes_ready_and_the_step_runs() {
         outcome.sidecar_logs["openbao"]
     );
 }
+
+/// An exec probe runs inside the sidecar's container, in its root: `bao version` is there, a
+/// shell is not (the distroless root holds `bao` only), so the second is never Ready.
+#[test]
+fn an_exec_probe_runs_in_the_containers_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = std::fs::read_to_string(fixture("pod-probe-task.yaml")).unwrap();
+    let tcp = "        tcpSocket:\n          port: api\n";
+    assert!(task.contains(tcp), "update this test with the fixture");
+    for (command, ready) in [
+        (r#"["/usr/bin/bao", "version"]"#, true),
+        (r#"["/bin/sh", "-c", "true"]"#, false),
+    ] {
+        let file = dir.path().join(format!("exec-{ready}.yaml"));
+        std::fs::write(
+            &file,
+            task.replace(
+                tcp,
+                &format!("        exec:\n          command: {command}\n"),
+            ),
+        )
+        .unwrap();
+        let mut spec = probe_spec(dir.path(), "0.0.0.0");
+        spec.task_file = file;
+        spec.sidecar_ready_timeout = Some(Duration::from_secs(3));
+        match runner::run(&spec) {
+            Ok(outcome) => {
+                assert!(ready, "{command} made the sidecar Ready");
+                assert_eq!(outcome.step("after-ready").unwrap().code, 0);
+            }
+            Err(RunError::SidecarNotReady { probe, .. }) => {
+                assert!(!ready, "{command} never succeeded");
+                assert!(probe.contains("/bin/sh"), "{probe}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
