@@ -9,7 +9,7 @@
 //! address `198.18.<i>.<n+2>`. Pods get no default route and the host forwards nothing into the
 //! bridge, so nothing a pod sends leaves this machine.
 //!
-//! The index `i` is taken under an exclusive `flock` on `<tmp>/vault-backup-podnet/<i>.lock`, so
+//! The index `i` is taken under an exclusive `flock` on `/tmp/vault-backup-podnet/<i>.lock`, so
 //! nextest's parallel test processes never share one; whoever takes an index first deletes what
 //! a killed process may have left under it (bridge and namespaces). The lock is released when
 //! the process exits; the bridge stays until the next taker of the index removes it (a process
@@ -24,7 +24,7 @@
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -98,8 +98,9 @@ fn address(index: u16, host: u8) -> Ipv4Addr {
 
 impl Network {
     fn take() -> Self {
-        let dir = std::env::temp_dir().join("vault-backup-podnet");
-        std::fs::create_dir_all(&dir).expect("mkdir the pod network lock directory");
+        // A fixed path, not $TMPDIR: the bridge names are machine-wide, so must the locks be.
+        let dir = Path::new("/tmp/vault-backup-podnet");
+        std::fs::create_dir_all(dir).expect("mkdir the pod network lock directory");
         for index in 0..NETWORKS {
             let path: PathBuf = dir.join(format!("{index}.lock"));
             let file = File::options()
