@@ -11,7 +11,7 @@
 //!
 //! The index `i` is taken under an exclusive `flock` on `/tmp/vault-backup-podnet/<i>.lock`, so
 //! nextest's parallel test processes never share one; whoever takes an index first deletes what
-//! a killed process may have left under it (bridge and namespaces). The lock is released when
+//! a killed process may have left under it (bridge, namespaces and the processes still in them). The lock is released when
 //! the process exits; the bridge stays until the next taker of the index removes it (a process
 //! has no drop for statics), while every pod namespace is deleted when its [`PodNetns`] drops.
 //!
@@ -137,6 +137,12 @@ impl Network {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let name = line.split_whitespace().next().unwrap_or_default();
                 if name.starts_with(&prefix) {
+                    // A killed test leaves its containers running in the namespace: end them.
+                    if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                            let _ = Command::new("/usr/bin/kill").args(["-KILL", pid]).status();
+                        }
+                    }
                     let _ = ip(&["netns", "del", name]);
                 }
             }

@@ -25,7 +25,7 @@ fn spec(task: &str, dir: &Path) -> RunSpec {
             .to_owned(),
         known_env: BTreeMap::from([(
             "pod-check".to_owned(),
-            BTreeSet::from(["POD_CHECK_WRITE".to_owned()]),
+            BTreeSet::from(["POD_CHECK_WRITE".to_owned(), "POD_CHECK_ENV".to_owned()]),
         )]),
         task_run_name: "pod-check-run".into(),
         namespace: "ns".into(),
@@ -62,6 +62,15 @@ fn a_read_only_root_refuses_writes_outside_the_volumes_and_a_workspace_file_is_o
     assert_eq!(code, 1, "{stderr}");
     let (code, stderr) = step("volume");
     assert_eq!(code, 0, "a volume is writable: {stderr}");
+
+    // Only the image's ENV (images/Containerfile), the YAML's env and the kubelet's HOSTNAME:
+    // nothing of this test process's environment (PATH, HOME, CARGO_*, ...).
+    let (code, stderr) = step("env");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("env: HOSTNAME LOG_FORMAT PATH POD_CHECK_ENV SSL_CERT_FILE\n"),
+        "{stderr}"
+    );
 
     let (code, stderr) = step("workspace");
     assert_eq!(code, 0, "{stderr}");
@@ -165,4 +174,23 @@ fn an_exec_probe_runs_in_the_containers_root() {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+#[test]
+fn run_as_non_root_with_uid_0_is_refused_as_the_kubelet_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("pod-check-task.yaml", dir.path());
+    spec.workspaces.insert("out".into(), dir.path().join("out"));
+    spec.pod_security = PodSecurity {
+        run_as_user: Some(0),
+        run_as_non_root: Some(true),
+        ..PodSecurity::default()
+    };
+    let err = runner::run(&spec).map(|o| o.steps).unwrap_err();
+    // The first step to inherit both from the pod; the earlier ones set runAsNonRoot: false.
+    assert!(
+        err.to_string()
+            .starts_with("step no-tmp: runAsNonRoot is true but the container would run as uid 0"),
+        "{err}"
+    );
 }
