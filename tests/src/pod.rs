@@ -13,9 +13,10 @@
 //! `readOnlyRootFilesystem` says so, sets the hostname and ends in
 //! `exec env -u PWD chroot --userspec=U:G --groups=... <root> <argv>`. The script's own
 //! environment is the container's (every tool is called by absolute path, so the image's `PATH`
-//! does not matter to it, and `env -u PWD` drops the one variable `sh` adds). Killing the
-//! `unshare` process kills the container's PID 1 (`--kill-child`) and with it everything in the
-//! container.
+//! does not matter to it, and `env -u PWD` drops the one variable `sh` adds). Dropping a running
+//! container kills its PID 1, the init of its PID namespace, and with it everything in the
+//! container (`unshare --kill-child` alone does not reach it: the parent-death signal is cleared
+//! when `chroot` changes the uid).
 //!
 //! The test binaries are debug builds, dynamically linked to glibc: when a binary placed in a
 //! root has an ELF interpreter, the host's `/lib`, `/lib64`, `/usr/lib` and `/usr/lib64` are
@@ -454,8 +455,9 @@ impl Drop for Running {
         // `--kill-child` does not reach the container: its parent-death signal is cleared when
         // chroot changes the uid. Killing the PID namespace's init ends every process in it.
         if let Some(pid) = self.pid() {
-            let _ = Command::new("/usr/bin/kill")
-                .args(["-KILL", &pid.to_string()])
+            // The shell's builtin kill: no procps needed.
+            let _ = Command::new("/bin/sh")
+                .args(["-c", "kill -KILL \"$1\"", "sh", &pid.to_string()])
                 .status();
         }
     }

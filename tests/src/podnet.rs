@@ -11,9 +11,10 @@
 //!
 //! The index `i` is taken under an exclusive `flock` on `/tmp/vault-backup-podnet/<i>.lock`, so
 //! nextest's parallel test processes never share one; whoever takes an index first deletes what
-//! a killed process may have left under it (bridge, namespaces and the processes still in them). The lock is released when
-//! the process exits; the bridge stays until the next taker of the index removes it (a process
-//! has no drop for statics), while every pod namespace is deleted when its [`PodNetns`] drops.
+//! a killed process may have left under it (the bridge, the namespaces and the processes still
+//! in them). The lock is released when the process exits; the bridge stays until the next taker
+//! of the index removes it (a process has no drop for statics), while every pod namespace is
+//! deleted when its [`PodNetns`] drops.
 //!
 //! [`bind_host`] is the address every test-bed server of this process listens on and
 //! advertises: 127.0.0.1 until [`network`] is called, the bridge's host address after. The ~400
@@ -140,7 +141,9 @@ impl Network {
                     // A killed test leaves its containers running in the namespace: end them.
                     if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
                         for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                            let _ = Command::new("/usr/bin/kill").args(["-KILL", pid]).status();
+                            let _ = Command::new("/bin/sh")
+                                .args(["-c", "kill -KILL \"$1\"", "sh", pid])
+                                .status();
                         }
                     }
                     let _ = ip(&["netns", "del", name]);
