@@ -49,6 +49,22 @@ pub struct Run<'a> {
     pub bind: Vec<&'a str>,
     /// Secret and ConfigMap files beyond the environment's.
     pub objects: Vec<PathBuf>,
+    /// How long the sidecars may take to become Ready (`None`: the runner's default).
+    pub sidecar_ready_timeout: Option<std::time::Duration>,
+}
+
+/// The files of a restore drill: the Task, the TaskRun and the scratch OpenBao's configuration
+/// (the ConfigMap kustomize makes of it).
+#[derive(Debug, Clone)]
+pub struct Drill {
+    /// The Task file.
+    pub task: PathBuf,
+    /// The TaskRun file whose params and workspaces are used.
+    pub taskrun: PathBuf,
+    /// The HCL that becomes the ConfigMap `vault-restore-drill-openbao`.
+    pub openbao_config: PathBuf,
+    /// How long the sidecar may take to become Ready (`None`: the runner's default).
+    pub sidecar_ready_timeout: Option<std::time::Duration>,
 }
 
 /// `text` indented by four spaces, line by line (a YAML block scalar's body).
@@ -399,9 +415,37 @@ impl Environment {
         known_env: BTreeMap<String, BTreeSet<String>>,
         echo: bool,
     ) -> Result<Outcome, RunError> {
-        let config =
-            std::fs::read_to_string(venv::workspace_root().join("tekton/drill-openbao.hcl"))
-                .expect("tekton/drill-openbao.hcl");
+        let root = venv::workspace_root();
+        self.run_drill_from(
+            &Drill {
+                task: root.join("tekton/drill-task.yaml"),
+                taskrun: root.join("tekton/drill-taskrun.yaml"),
+                openbao_config: root.join("tekton/drill-openbao.hcl"),
+                sidecar_ready_timeout: None,
+            },
+            task_run_name,
+            known_env,
+            echo,
+        )
+    }
+
+    /// Like [`Environment::run_drill`], with the Task, TaskRun and OpenBao configuration files
+    /// of `drill` (e.g. an older release's, kept as a fixture).
+    ///
+    /// # Errors
+    /// The runner's error when the manifest and the binaries disagree.
+    ///
+    /// # Panics
+    /// If a file of `drill` is unreadable.
+    pub fn run_drill_from(
+        &self,
+        drill: &Drill,
+        task_run_name: &str,
+        known_env: BTreeMap<String, BTreeSet<String>>,
+        echo: bool,
+    ) -> Result<Outcome, RunError> {
+        let config = std::fs::read_to_string(&drill.openbao_config)
+            .unwrap_or_else(|e| panic!("{}: {e}", drill.openbao_config.display()));
         let dir = self.dir.path().join("runs").join(task_run_name);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let objects = vec![
@@ -425,12 +469,15 @@ impl Environment {
                 .task("vault-restore-drill")
                 .running(),
         );
+        let task = drill.task.display().to_string();
+        let taskrun = drill.taskrun.display().to_string();
         self.run_shipped(
             &Run {
-                task: "tekton/drill-task.yaml",
-                taskrun: "tekton/drill-taskrun.yaml",
+                task: &task,
+                taskrun: &taskrun,
                 name: task_run_name,
                 objects,
+                sidecar_ready_timeout: drill.sidecar_ready_timeout,
                 ..Run::default()
             },
             known_env,
@@ -507,7 +554,7 @@ impl Environment {
             },
             volumes_dir: run_dir.join("volumes"),
             echo,
-            sidecar_ready_timeout: None,
+            sidecar_ready_timeout: run.sidecar_ready_timeout,
         };
         runner::run(&spec)
     }
