@@ -84,6 +84,8 @@
 //!   needing one fails the same way; running as uid 0 with all capabilities dropped is a gap).
 //! - Atomic-writer layout of Secret and ConfigMap volumes (`..data` symlinks) and their live
 //!   updates: the files are written once, plainly; the binaries only read them.
+//! - `HOME`, which a container runtime may add from the image's `/etc/passwd`: no step binary
+//!   reads it, and OpenBao's server does not need it.
 //! - The image's `/etc/passwd` entry is not used to pick supplementary groups; a container's
 //!   groups are its gid, `fsGroup` and `supplementalGroups`.
 //! - `fsGroupChangePolicy` (always the default, recursive) and volumes whose driver does not
