@@ -36,7 +36,7 @@ $(VENV)/.installed: Makefile
 .PHONY: apt-tools
 apt-tools:
 	@missing=""; \
-	for t in openssl:openssl sha256sum:coreutils musl-gcc:musl-tools buildah:buildah umoci:umoci file:file \
+	for t in openssl:openssl sha256sum:coreutils musl-gcc:musl-tools buildah:buildah umoci:umoci file:file ip:iproute2 \
 	         prometheus-pushgateway:prometheus-pushgateway promtool:prometheus; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
 	done; \

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     );
 
     say(
-        "running tekton/task.yaml as written (steps guard, prune, snapshot, sync), each image mapped to its local binary",
+        "running tekton/task.yaml as written (steps guard, prune, snapshot, sync) in a modelled pod, each step a container of its local binary",
     );
     let outcome = match env.run_task(support::known_env(), true) {
         Ok(o) => o,

@@ -49,6 +49,22 @@ pub struct Run<'a> {
     pub bind: Vec<&'a str>,
     /// Secret and ConfigMap files beyond the environment's.
     pub objects: Vec<PathBuf>,
+    /// How long the sidecars may take to become Ready (`None`: the runner's default).
+    pub sidecar_ready_timeout: Option<std::time::Duration>,
+}
+
+/// The files of a restore drill: the Task, the TaskRun and the scratch OpenBao's configuration
+/// (the ConfigMap kustomize makes of it).
+#[derive(Debug, Clone)]
+pub struct Drill {
+    /// The Task file.
+    pub task: PathBuf,
+    /// The TaskRun file whose params and workspaces are used.
+    pub taskrun: PathBuf,
+    /// The HCL that becomes the ConfigMap `vault-restore-drill-openbao`.
+    pub openbao_config: PathBuf,
+    /// How long the sidecar may take to become Ready (`None`: the runner's default).
+    pub sidecar_ready_timeout: Option<std::time::Duration>,
 }
 
 /// `text` indented by four spaces, line by line (a YAML block scalar's body).
@@ -178,8 +194,9 @@ fn config_secret_text(
     } else {
         String::new()
     };
+    // With S3, the drill reads S3 even where its TaskRun binds the backups PVC too.
     let s3_prefix = if setup.s3 {
-        "  S3_PREFIX: \"prod/\"\n"
+        "  S3_PREFIX: \"prod/\"\n  RESTORE_FROM: \"s3\"\n"
     } else {
         ""
     };
@@ -252,6 +269,9 @@ impl Environment {
     /// If a server does not start.
     #[must_use]
     pub fn start_with(setup: &Setup) -> Self {
+        // First: every server below then listens on the pod network's host address, where the
+        // runner's pods reach it (as they would reach a Service), not on 127.0.0.1.
+        crate::podnet::network();
         let cluster = Cluster::start(
             setup.nodes,
             Options {
@@ -295,9 +315,10 @@ impl Environment {
             objects.push(write(
                 &dir.path().join("obc-configmap.yaml"),
                 &format!(
-                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLAIM}\ndata:\n  BUCKET_HOST: \"127.0.0.1\"\n  \
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLAIM}\ndata:\n  BUCKET_HOST: \"{host}\"\n  \
                      BUCKET_PORT: \"{port}\"\n  BUCKET_NAME: \"{BUCKET}\"\n  BUCKET_REGION: \"{region}\"\n  \
                      BUCKET_SUBREGION: \"\"\n  BUCKET_SSL: \"false\"\n",
+                    host = crate::process::host(),
                     port = s3.port(),
                     region = s3.region(),
                 ),
@@ -394,9 +415,37 @@ impl Environment {
         known_env: BTreeMap<String, BTreeSet<String>>,
         echo: bool,
     ) -> Result<Outcome, RunError> {
-        let config =
-            std::fs::read_to_string(venv::workspace_root().join("tekton/drill-openbao.hcl"))
-                .expect("tekton/drill-openbao.hcl");
+        let root = venv::workspace_root();
+        self.run_drill_from(
+            &Drill {
+                task: root.join("tekton/drill-task.yaml"),
+                taskrun: root.join("tekton/drill-taskrun.yaml"),
+                openbao_config: root.join("tekton/drill-openbao.hcl"),
+                sidecar_ready_timeout: None,
+            },
+            task_run_name,
+            known_env,
+            echo,
+        )
+    }
+
+    /// Like [`Environment::run_drill`], with the Task, TaskRun and OpenBao configuration files
+    /// of `drill` (e.g. an older release's, kept as a fixture).
+    ///
+    /// # Errors
+    /// The runner's error when the manifest and the binaries disagree.
+    ///
+    /// # Panics
+    /// If a file of `drill` is unreadable.
+    pub fn run_drill_from(
+        &self,
+        drill: &Drill,
+        task_run_name: &str,
+        known_env: BTreeMap<String, BTreeSet<String>>,
+        echo: bool,
+    ) -> Result<Outcome, RunError> {
+        let config = std::fs::read_to_string(&drill.openbao_config)
+            .unwrap_or_else(|e| panic!("{}: {e}", drill.openbao_config.display()));
         let dir = self.dir.path().join("runs").join(task_run_name);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let objects = vec![
@@ -420,12 +469,15 @@ impl Environment {
                 .task("vault-restore-drill")
                 .running(),
         );
+        let task = drill.task.display().to_string();
+        let taskrun = drill.taskrun.display().to_string();
         self.run_shipped(
             &Run {
-                task: "tekton/drill-task.yaml",
-                taskrun: "tekton/drill-taskrun.yaml",
+                task: &task,
+                taskrun: &taskrun,
                 name: task_run_name,
                 objects,
+                sidecar_ready_timeout: drill.sidecar_ready_timeout,
                 ..Run::default()
             },
             known_env,
@@ -483,18 +535,18 @@ impl Environment {
             task_file: root.join(run.task),
             task_ref: Some(taskrun.task_ref),
             params,
+            array_params: taskrun.array_params,
             workspaces,
+            read_only_workspaces: taskrun.read_only_workspaces,
+            pod_security: taskrun.pod_security,
             objects: self.objects.iter().chain(&run.objects).cloned().collect(),
             bin_dir: snapshot_bin.parent().expect("bin dir").to_owned(),
             known_env,
             task_run_name: run.name.to_owned(),
             namespace: self.kube.namespace().to_owned(),
             // In a cluster the pod's service account gives the guard and prune steps their API
-            // access; here a kubeconfig for the stand-in does.
-            pod_env: vec![(
-                "KUBECONFIG".to_owned(),
-                self.kube.kubeconfig_path().display().to_string(),
-            )],
+            // access; here a kubeconfig for the stand-in does, mounted where the token would be.
+            kubeconfig: Some(self.kube.kubeconfig_path().to_owned()),
             results_dir: if main {
                 self.results.clone()
             } else {
@@ -502,6 +554,7 @@ impl Environment {
             },
             volumes_dir: run_dir.join("volumes"),
             echo,
+            sidecar_ready_timeout: run.sidecar_ready_timeout,
         };
         runner::run(&spec)
     }

@@ -304,9 +304,11 @@ impl KubeStandIn {
     /// Starts a stand-in whose kubeconfig context uses `namespace`.
     ///
     /// # Panics
-    /// If it cannot bind 127.0.0.1, write its kubeconfig or start its thread.
+    /// If it cannot bind the test-bed host (127.0.0.1, or the pod network's host address in a
+    /// process that runs Tasks), write its kubeconfig or start its thread.
     pub fn start_in(namespace: &str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind((crate::podnet::bind_host(), 0))
+            .expect("bind the test-bed host, port 0");
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
@@ -351,7 +353,7 @@ impl KubeStandIn {
         &self.kubeconfig
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<host>:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

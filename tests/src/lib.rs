@@ -6,8 +6,9 @@
 //! signature and checksum checks), both installed by `make testbed` into `.venv`. Only the
 //! Kubernetes API is a stand-in ([`kube_standin`]), because no API server installs here.
 //!
-//! Every server listens on 127.0.0.1 on a free port, keeps its data in a temp directory and is
-//! killed when its handle drops. Its log is kept so a failing test can print it.
+//! Every server listens on a free port of 127.0.0.1 (or, in a test process that runs Tasks through
+//! the [`runner`], of the pod network's host address: see [`podnet`]), keeps its data in a temp
+//! directory and is killed when its handle drops. Its log is kept so a failing test can print it.
 
 // Test support: a panic with a clear message is the error handling, and every helper's result
 // is meant to be used.
@@ -18,6 +19,8 @@ pub mod check;
 pub mod e2e;
 pub mod kube_standin;
 pub mod openbao;
+pub mod pod;
+pub mod podnet;
 pub mod process;
 pub mod pushgateway;
 pub mod runner;

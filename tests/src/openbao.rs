@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::process::{Server, free_port, port_open, wait_until};
+use crate::process::{Server, free_port, host, port_open, wait_until};
 use crate::venv;
 
 /// How to start a cluster.
@@ -33,7 +33,7 @@ pub struct Options {
 pub struct Node {
     /// `node1`, `node2`, ...
     pub id: String,
-    /// Its API address, e.g. `http://127.0.0.1:41234`.
+    /// Its API address, e.g. `http://127.0.0.1:41234` (the test-bed host, see [`host`]).
     pub addr: String,
     server: Server,
 }
@@ -48,7 +48,8 @@ pub struct Cluster {
     dir: TempDir,
 }
 
-/// Makes a test CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost signed by it
+/// Makes a test CA (`ca.pem`) and a server certificate for 127.0.0.1, localhost and the test-bed
+/// host ([`host`], the pod network's host address in a process that runs Tasks) signed by it
 /// (`server.pem`, `server.key`) in `dir`; returns the CA's path.
 pub(crate) fn tls_material(dir: &Path) -> PathBuf {
     let run = |args: &[&str]| {
@@ -82,7 +83,10 @@ pub(crate) fn tls_material(dir: &Path) -> PathBuf {
     ]);
     std::fs::write(
         dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        format!(
+            "subjectAltName=IP:127.0.0.1,IP:{},DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+            host()
+        ),
     )
     .expect("write san.ext");
     run(&[
@@ -145,18 +149,19 @@ fn spawn_node_with(dir: &Path, i: usize, opts: Options, listener: &str) -> (Node
   performance_multiplier = 1
 }}
 listener "tcp" {{
-  address = "127.0.0.1:{api}"
-  cluster_address = "127.0.0.1:{cluster}"
+  address = "{host}:{api}"
+  cluster_address = "{host}:{cluster}"
   {tls}
   {listener}
 }}
-api_addr = "{scheme}://127.0.0.1:{api}"
-cluster_addr = "https://127.0.0.1:{cluster}"
+api_addr = "{scheme}://{host}:{api}"
+cluster_addr = "https://{host}:{cluster}"
 disable_standby_reads = {dsr}
 log_level = "info"
 "#,
         raft = data.join("raft").display(),
         dsr = opts.disable_standby_reads,
+        host = host(),
     );
     let config_path = data.join("config.hcl");
     std::fs::write(&config_path, config).expect("write config");
@@ -167,7 +172,7 @@ log_level = "info"
     (
         Node {
             id,
-            addr: format!("{scheme}://127.0.0.1:{api}"),
+            addr: format!("{scheme}://{}:{api}", host()),
             server,
         },
         api,
@@ -602,7 +607,7 @@ impl DevServer {
         let port = free_port();
         let mut cmd = Command::new(venv::bao());
         cmd.args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-listen-address={}:{port}", host()))
             .arg(format!("-dev-root-token-id={}", Self::ROOT_TOKEN))
             .env("HOME", dir.path());
         let server = Server::spawn("dev", cmd, &dir.path().join("server.log"));
@@ -610,7 +615,7 @@ impl DevServer {
             port_open(port)
         });
         Self {
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("http://{}:{port}", host()),
             server,
             _dir: dir,
         }

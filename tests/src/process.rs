@@ -6,14 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// The address test-bed servers listen on and advertise: 127.0.0.1, or the pod network's host
+/// address in a process that runs Tasks (see [`crate::podnet::bind_host`]).
+#[must_use]
+pub fn host() -> String {
+    crate::podnet::bind_host().to_string()
+}
+
+/// A TCP port on [`host`] that was free a moment ago.
 ///
 /// # Panics
 /// If no port can be bound.
 #[must_use]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
+    TcpListener::bind((crate::podnet::bind_host(), 0))
+        .expect("bind the test-bed host, port 0")
         .local_addr()
         .expect("addr")
         .port()
@@ -57,6 +64,12 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The process id, while it has not been killed through this handle.
+    #[must_use]
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process was started and not killed through this handle.
@@ -123,9 +136,12 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
     }
 }
 
-/// Whether something accepts TCP connections on `127.0.0.1:port`.
+/// Whether something accepts TCP connections on [`host`]`:port`.
 #[must_use]
 pub fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
+    std::net::TcpStream::connect_timeout(
+        &(crate::podnet::bind_host(), port).into(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::{Server, free_port, port_open, wait_until};
+use crate::process::{Server, free_port, host, port_open, wait_until};
 
 /// A program installed from a Debian package (`prometheus-pushgateway`, `promtool`): found on
 /// `PATH`, else in `/usr/bin`.
@@ -87,7 +87,7 @@ impl Pushgateway {
         let dir = tempfile::tempdir().expect("temp dir for the Pushgateway");
         let port = free_port();
         let mut cmd = Command::new(debian_bin("prometheus-pushgateway"));
-        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        cmd.arg(format!("--web.listen-address={}:{port}", host()))
             // In memory only: the Debian default file is under /var/lib and shared.
             .arg("--persistence.file=")
             .current_dir(dir.path());
@@ -108,12 +108,12 @@ impl Pushgateway {
         me
     }
 
-    /// Its base URL, `http://127.0.0.1:<port>` (what `METRICS_PUSHGATEWAY_URL` is set to).
+    /// Its base URL, `http://<host>:<port>` (what `METRICS_PUSHGATEWAY_URL` is set to).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", host(), self.port)
     }
 
-    /// Its port on 127.0.0.1.
+    /// Its port on the test-bed host.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -133,14 +133,16 @@ impl Pushgateway {
     /// # Panics
     /// If the server cannot be reached or the answer is not HTTP.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let mut stream =
+            TcpStream::connect((crate::podnet::bind_host(), self.port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("read timeout");
         // HTTP/1.0: the server closes the connection after one plain (not chunked) answer.
         write!(
             stream,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            "GET {path} HTTP/1.0\r\nHost: {}:{}\r\n\r\n",
+            host(),
             self.port
         )
         .expect("send request");

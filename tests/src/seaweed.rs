@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::{Server, free_port, port_open, wait_until};
+use crate::process::{Server, free_port, host, port_open, wait_until};
 use crate::venv;
 
 /// The access key the server is started with.
@@ -45,9 +45,9 @@ impl SeaweedFs {
         let mut cmd = Command::new(venv::bin("weed"));
         cmd.arg("mini")
             .arg(format!("-dir={}", data.display()))
+            .arg(format!("-ip={}", host()))
+            .arg(format!("-ip.bind={}", host()))
             .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
                 "-master.telemetry=false",
                 "-admin.ui=false",
                 "-webdav=false",
@@ -101,13 +101,13 @@ impl SeaweedFs {
         me
     }
 
-    /// The S3 endpoint, `http://127.0.0.1:<port>`.
+    /// The S3 endpoint, `http://<host>:<port>` (127.0.0.1 unless the process runs Tasks).
     #[must_use]
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
+        format!("http://{}:{}", host(), self.s3_port)
     }
 
-    /// The S3 port on 127.0.0.1.
+    /// The S3 port on the test-bed host.
     #[must_use]
     pub fn port(&self) -> u16 {
         self.s3_port

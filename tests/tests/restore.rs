@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use support::known_env;
-use vault_backup_testbed::e2e::{self, Environment, Run, Setup};
+use vault_backup_testbed::e2e::{self, ConfigSource, Drill, Environment, Run, Setup};
 use vault_backup_testbed::openbao::{Cluster, Options};
 use vault_backup_testbed::runner::RunError;
 use vault_backup_testbed::venv;
@@ -74,6 +74,102 @@ fn the_drill_restores_the_s3_copy_into_its_sidecar_and_finds_this_runs_canary() 
     }
 }
 
+/// The drill as shipped before the pod model (commit bc5f960, kept in
+/// `tests/tests/fixtures/drill-bc5f960/`) could not run on a cluster, and this runner says why:
+/// its sidecar's tcpSocket probe goes to the pod IP while OpenBao listens on 127.0.0.1, so the
+/// sidecar never becomes Ready and no step starts; with only the probe removed, the restore
+/// fails on OpenBao's spool file under the read-only root (no `/tmp` volume).
+#[test]
+fn the_drill_as_shipped_at_bc5f960_never_starts_and_without_its_probe_fails_on_the_read_only_root()
+{
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        ..Setup::default()
+    });
+    let backup = env
+        .run_task(known_env(), false)
+        .expect("the backup Task runs");
+    assert!(backup.succeeded(), "{:?}", backup.steps);
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/drill-bc5f960");
+    let mut drill = Drill {
+        task: old.join("drill-task.yaml"),
+        taskrun: old.join("drill-taskrun.yaml"),
+        openbao_config: old.join("drill-openbao.hcl"),
+        sidecar_ready_timeout: Some(std::time::Duration::from_secs(10)),
+    };
+    let err = env
+        .run_drill_from(&drill, "vault-restore-drill-old", known_env(), false)
+        .map(|o| o.steps)
+        .expect_err("the sidecar is never Ready");
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, RunError::SidecarNotReady { sidecar, probe, .. }
+            if sidecar == "openbao" && probe.ends_with(":8200") && !probe.contains("127.0.0.1")),
+        "{msg}"
+    );
+
+    let task = std::fs::read_to_string(&drill.task).unwrap();
+    let probe = "      readinessProbe:\n        tcpSocket:\n          port: 8200\n        periodSeconds: 1\n";
+    assert!(task.contains(probe), "the fixture's probe");
+    drill.task = env.path().join("drill-task-no-probe.yaml");
+    std::fs::write(&drill.task, task.replace(probe, "")).unwrap();
+    let outcome = env
+        .run_drill_from(&drill, "vault-restore-drill-no-probe", known_env(), false)
+        .expect("the Task runs");
+    let restore = outcome.step("restore").unwrap();
+    assert_eq!(restore.code, 1, "{}", restore.stderr);
+    assert!(
+        restore
+            .stderr
+            .contains("failed to create temp snapshot file")
+            && restore.stderr.contains("read-only file system"),
+        "{}",
+        restore.stderr
+    );
+}
+
+/// What a user who follows the README gets: the shipped example Secret (PVC only, no S3, no
+/// canary; only its `VAULT_ADDR` and login replaced by the test bed), the shipped backup
+/// TaskRun, then the shipped drill TaskRun as is. The drill finds the backup on the PVC (bound
+/// read-only by the drill TaskRun) and restores it into its sidecar.
+#[test]
+fn the_shipped_drill_taskrun_with_the_shipped_example_secret_restores_the_pvc_copy() {
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        s3: false,
+        config: ConfigSource::Example,
+        ..Setup::default()
+    });
+    let backup = env
+        .run_task(known_env(), false)
+        .expect("the backup Task runs");
+    assert!(backup.succeeded(), "{:?}", backup.steps);
+    assert_eq!(backup.results["synced-stores"], "dir");
+    let name = backup.results["snapshot-name"].clone();
+    let before = std::fs::read_dir(&env.backups).unwrap().count();
+
+    let drill = env
+        .run_drill("vault-restore-drill-pvc", known_env(), false)
+        .expect("the shipped drill TaskRun runs as written");
+    for step in &drill.steps {
+        assert_eq!(
+            step.code, 0,
+            "step {} failed:\n{}\n--- sidecar ---\n{}",
+            step.name, step.stderr, drill.sidecar_logs["openbao"]
+        );
+    }
+    assert_eq!(drill.results["restored-snapshot"], name);
+    assert_eq!(
+        drill.results["canary"], "skipped",
+        "the example Secret sets no canary"
+    );
+    assert_eq!(
+        std::fs::read_dir(&env.backups).unwrap().count(),
+        before,
+        "the drill leaves the PVC as it found it"
+    );
+}
+
 #[test]
 fn the_restore_task_puts_a_directory_backup_into_a_fresh_cluster_after_a_safety_snapshot() {
     let env = Environment::start_with(&Setup {
@@ -113,6 +209,7 @@ fn the_restore_task_puts_a_directory_backup_into_a_fresh_cluster_after_a_safety_
                 params: vec![("confirm", confirm), ("force", "true")],
                 bind: vec!["backups"],
                 objects: vec![target_secret.clone()],
+                ..Run::default()
             },
             known_env(),
             false,

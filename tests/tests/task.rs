@@ -185,16 +185,15 @@ fn offline_spec(task_file: PathBuf, dir: &Path, kube: &KubeStandIn) -> RunSpec {
         known_env: known_env(),
         task_run_name: "run-1".into(),
         namespace: kube.namespace().into(),
-        pod_env: vec![(
-            "KUBECONFIG".to_owned(),
-            kube.kubeconfig_path().display().to_string(),
-        )],
+        kubeconfig: Some(kube.kubeconfig_path().to_owned()),
         results_dir: dir.join("results"),
         ..RunSpec::default()
     }
 }
 
 fn standin() -> KubeStandIn {
+    // The pod network first, so the stand-in listens where the runner's pods reach it.
+    vault_backup_testbed::podnet::network();
     let kube = KubeStandIn::start_in("ns");
     kube.add_taskrun(&TaskRun::new("run-1").task("vault-backup").running());
     kube
@@ -350,6 +349,7 @@ spec:
       readinessProbe:
         tcpSocket:
           port: 8200
+        periodSeconds: 1
       volumeMounts:
         - name: bao-config
           mountPath: /openbao/config
@@ -370,7 +370,8 @@ spec:
           value: $(workspaces.scratch.path)
 "#;
 
-/// The sidecar's configuration: raft on the emptyDir, listening on the pod's loopback.
+/// The sidecar's configuration: raft on the emptyDir, listening on every address of the pod (its
+/// loopback, where the step talks to it, and its IP, where the kubelet probes it).
 const SIDECAR_CONFIGMAP: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -382,8 +383,8 @@ data:
       node_id = "scratch"
     }
     listener "tcp" {
-      address         = "127.0.0.1:8200"
-      cluster_address = "127.0.0.1:8201"
+      address         = "0.0.0.0:8200"
+      cluster_address = "0.0.0.0:8201"
       tls_disable     = true
     }
     api_addr      = "http://127.0.0.1:8200"
@@ -391,9 +392,10 @@ data:
 "#;
 
 /// A Task with an OpenBao sidecar (configuration from a ConfigMap, raft data on an emptyDir,
-/// listening on the pod's 127.0.0.1:8200) and a step that talks to it: the runner starts the
-/// sidecar from the mounted configuration, maps the pod's port to a free one, and the step
-/// reaches it (a fresh, uninitialized server, so the snapshot step is refused, and says so).
+/// listening on port 8200 of the pod) and a step that talks to it: the runner starts the sidecar
+/// from the mounted configuration, its probe sees it Ready at the pod IP, and the step reaches it
+/// at 127.0.0.1:8200, the pod's own loopback, with nothing rewritten (a fresh, uninitialized
+/// server, so the snapshot step is refused, and says so).
 #[test]
 fn the_runner_starts_sidecars_from_their_mounted_configuration_on_the_pods_loopback() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,8 +411,8 @@ fn the_runner_starts_sidecars_from_their_mounted_configuration_on_the_pods_loopb
     let step = outcome.step("snapshot").unwrap();
     assert_eq!(step.code, 1, "{}", step.stderr);
     assert!(
-        !step.stderr.contains("127.0.0.1:8200") && step.stderr.contains("127.0.0.1:"),
-        "the step reached the sidecar on its mapped port:\n{}",
+        step.stderr.contains("127.0.0.1:8200"),
+        "the step reached the sidecar on the pod's loopback:\n{}",
         step.stderr
     );
     assert!(
