@@ -14,3 +14,10 @@ path "sys/storage/raft/snapshot" {
 path "sys/storage/raft/snapshot-force" {
   capabilities = ["update"]
 }
+
+# The step's first check, before a byte of the snapshot is fetched: may this login restore at
+# all? OpenBao's and Vault's built-in "default" policy grants it already; a token created with
+# -no-default-policy needs it here.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
