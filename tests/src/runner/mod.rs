@@ -93,9 +93,11 @@
 //! - Sidecar restarts, liveness and startup probes, graceful termination (SIGTERM and
 //!   `terminationGracePeriodSeconds`): Tekton stops sidecars when the steps end; here they are
 //!   killed.
-//! - DNS: there is no cluster DNS in the pod; Secrets carry addresses. A name such as
-//!   `vault.vault.svc` does not resolve here (the shipped example's `VAULT_ADDR` is replaced by
-//!   the test bed).
+//! - DNS: there is no cluster DNS and no `/etc/hosts` or `/etc/resolv.conf` in the roots (a
+//!   kubelet mounts them); Secrets carry addresses. A name such as `vault.vault.svc` does not
+//!   resolve here (the shipped example's `VAULT_ADDR` is replaced by the test bed).
+//! - `/sys`, `/dev/shm`, `/dev/termination-log` and a tty: not mounted; nothing here uses them
+//!   (`/proc` and `/dev/{null,zero,full,random,urandom}` are).
 //! - A TaskRun's workspace `subPath` (refused; no shipped TaskRun uses one) and workspace kinds:
 //!   every binding is a host directory, whatever the TaskRun says (emptyDir, PVC).
 //! - Network policies and the pod's route to the world: a pod here reaches only the test-bed
