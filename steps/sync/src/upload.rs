@@ -1,7 +1,8 @@
 //! One verified snapshot into one store: snapshot, `.json`, `.sha256` last, then checked.
 //!
 //! The snapshot is streamed in the store's chunk size, so memory stays bounded whatever its size
-//! (the S3 store keeps a few parts in flight). A name in a store is immutable: a store that
+//! (the S3 store keeps a few parts in flight); a store that is a local file (the directory) gets
+//! it copied by the kernel instead, without the bytes passing through this process. A name in a store is immutable: a store that
 //! already holds another snapshot under this name is refused before anything is written. A
 //! cancellation (SIGTERM) aborts the upload, so nothing appears under the snapshot's name, and
 //! an upload that completed just as the signal came is removed again.
