@@ -75,3 +75,46 @@ impl StoreReport {
         self.upload_error.is_none() && self.retention_error.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(name: &'static str, verification: Option<Verification>) -> StoreReport {
+        StoreReport {
+            store: name,
+            location: String::new(),
+            upload_error: verification.is_none().then(|| "failed".to_owned()),
+            already_there: false,
+            verification,
+            seconds: 0.0,
+            retention: None,
+            deleted: Vec::new(),
+            deleted_bytes: 0,
+            held: None,
+            temp_files_removed: Vec::new(),
+            retention_error: None,
+        }
+    }
+
+    #[test]
+    fn the_verification_result_names_each_store_that_holds_a_copy() {
+        let summary = |stores| Summary {
+            snapshot: "vault-20261124T060000Z".into(),
+            bytes: 1,
+            sha256: String::new(),
+            stores,
+        };
+        let both = summary(vec![
+            store("s3", Some(Verification::SizeOnly)),
+            store("dir", Some(Verification::Sha256)),
+        ]);
+        assert_eq!(both.verification(), "s3=size-only,dir=sha256");
+        let one_failed = summary(vec![
+            store("s3", None),
+            store("dir", Some(Verification::Sha256)),
+        ]);
+        assert_eq!(one_failed.verification(), "dir=sha256");
+        assert_eq!(summary(Vec::new()).verification(), "");
+    }
+}

@@ -1,7 +1,8 @@
 //! One verified snapshot into one store: snapshot, `.json`, `.sha256` last, then checked.
 //!
 //! The snapshot is streamed in the store's chunk size, so memory stays bounded whatever its size
-//! (the S3 store keeps a few parts in flight). A name in a store is immutable: a store that
+//! (the S3 store keeps a few parts in flight); a store that is a local file (the directory) gets
+//! it copied by the kernel instead, without the bytes passing through this process. A name in a store is immutable: a store that
 //! already holds another snapshot under this name is refused before anything is written. A
 //! cancellation (SIGTERM) aborts the upload, so nothing appears under the snapshot's name, and
 //! an upload that completed just as the signal came is removed again.
@@ -135,7 +136,9 @@ impl Source {
 }
 
 /// One read of `path`: its SHA-256 (hex), its size and, with a `part_size`, its composite
-/// checksum. The two digests are computed over the same buffer, so the file is read once.
+/// checksum. The two digests are computed over the same buffer, so the file is read once, and
+/// on two threads: nothing else runs while the snapshot is verified (no upload starts before),
+/// so the second core would otherwise idle while the first hashes twice.
 fn hash_file(
     path: &Path,
     part_size: Option<usize>,
@@ -143,18 +146,23 @@ fn hash_file(
     let mut file = File::open(path)?;
     let mut full = Sha256::new();
     let mut parts = part_size.map(PartDigests::new);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = Vec::with_capacity(HASH_BLOCK);
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
+        buf.clear();
+        (&mut file).take(HASH_BLOCK as u64).read_to_end(&mut buf)?;
+        if buf.is_empty() {
             break;
         }
-        full.update(&buf[..n]);
-        if let Some(p) = parts.as_mut() {
-            p.update(&buf[..n]);
+        let block = buf.as_slice();
+        match parts.as_mut() {
+            Some(p) => std::thread::scope(|s| {
+                s.spawn(|| p.update(block));
+                full.update(block);
+            }),
+            None => full.update(block),
         }
-        total += n as u64;
+        total += block.len() as u64;
     }
     let composite = part_size.zip(parts).map(|(part_size, p)| Composite {
         part_size,
@@ -162,6 +170,9 @@ fn hash_file(
     });
     Ok((hex::encode(full.finalize()), total, composite))
 }
+
+/// The block [`hash_file`] reads and hashes at a time (a thread per digest and block).
+const HASH_BLOCK: usize = 4 << 20;
 
 /// Why one store did not get its copy.
 #[derive(Debug, thiserror::Error)]
@@ -578,6 +589,9 @@ async fn stream(
     location: &str,
 ) -> Result<(), Error> {
     let path = source.dir.join(source.artifact.snap_file());
+    if writer.copies_files() {
+        return copy_file(store, writer, source, cancel, location, &path).await;
+    }
     let mut reader = match Chunks::open(&path, store.chunk_size()).await {
         Ok(r) => r,
         Err(e) => {
@@ -633,6 +647,79 @@ async fn stream(
     }
     // Not raced against the signal: completing takes the last parts in flight and one request,
     // and a completed copy is removed again by the caller if a signal came meanwhile.
+    writer.finish().await?;
+    Ok(())
+}
+
+/// How much a kernel copy moves between checks for a signal and progress lines.
+const COPY_STEP: u64 = 64 << 20;
+
+/// [`stream`] for a writer that copies files in the kernel (the directory store): the same
+/// cancellation, progress and finish, without the bytes passing through this process.
+async fn copy_file(
+    store: &dyn Store,
+    mut writer: Box<dyn Writer>,
+    source: &Source,
+    cancel: &CancellationToken,
+    location: &str,
+    path: &Path,
+) -> Result<(), Error> {
+    let p = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || File::open(p))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            abort(store, writer, location).await;
+            return Err(Error::Read {
+                path: path.to_owned(),
+                source: e,
+            });
+        }
+    };
+    let mut progress = Progress::start();
+    let mut done = 0u64;
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            r = writer.copy_from(file, COPY_STEP) => Some(r),
+        };
+        match outcome {
+            None => {
+                abort(store, writer, location).await;
+                return Err(Error::Interrupted {
+                    location: location.to_owned(),
+                });
+            }
+            Some(Err(e)) => {
+                abort(store, writer, location).await;
+                return Err(e.into());
+            }
+            Some(Ok((_, 0))) => break,
+            Some(Ok((f, n))) => {
+                file = f;
+                done += n;
+            }
+        }
+        if let Some(rate) = progress.due(done) {
+            info!(
+                store = store.name(),
+                bytes = done,
+                total = source.bytes,
+                percent = done * 100 / source.bytes.max(1),
+                mb_per_s = format_args!("{rate:.1}"),
+                "uploading"
+            );
+        }
+    }
+    if cancel.is_cancelled() {
+        abort(store, writer, location).await;
+        return Err(Error::Interrupted {
+            location: location.to_owned(),
+        });
+    }
     writer.finish().await?;
     Ok(())
 }
@@ -802,6 +889,29 @@ mod tests {
         fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, StoreResult<()>> {
             self.0.delete(file)
         }
+    }
+
+    #[test]
+    fn one_read_gives_the_sha256_and_the_composite_of_parts_across_blocks() {
+        // Parts of 3 MiB against 4 MiB read blocks: part boundaries fall inside blocks.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..(10 << 20) + 123)
+            .map(|i: u32| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let (sha, len, composite) = hash_file(&path, Some(3 << 20)).unwrap();
+        assert_eq!(sha, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(len, bytes.len() as u64);
+        let mut want = PartDigests::new(3 << 20);
+        want.update(&bytes);
+        let composite = composite.unwrap();
+        assert_eq!(composite.part_size, 3 << 20);
+        assert_eq!(composite.value, want.composite());
+        assert!(composite.value.ends_with("-4"), "{}", composite.value);
+        let (sha_alone, _, none) = hash_file(&path, None).unwrap();
+        assert_eq!(sha_alone, sha);
+        assert!(none.is_none());
     }
 
     #[tokio::test]
