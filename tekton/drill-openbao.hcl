@@ -34,5 +34,6 @@ ui           = false
 # For a HashiCorp Vault image (scratchImage): Vault mlocks its memory by default, which needs
 # IPC_LOCK (all capabilities are dropped here), and HashiCorp recommends disable_mlock = true
 # with integrated storage (mlock does not work well with raft's memory-mapped files). OpenBao
-# has not used mlock since 2.0 and accepts this key without effect.
+# has not used mlock since 2.0: 2.7.2 starts with this config and logs one warning, "unknown or
+# unsupported field disable_mlock found in configuration".
 disable_mlock = true

@@ -415,3 +415,49 @@ async fn render_is_what_the_pushgateway_serves_after_the_push() {
     rendered.sort();
     assert_eq!(served, rendered);
 }
+
+/// Issue 18 point 8 and issue 17: each Task passes the `METRICS_*` variables once, in its
+/// `stepTemplate` (every variable the binaries read from the config Secret, optional, under its
+/// own name), sets `METRICS_TASK` and `METRICS_NAMESPACE` from the TaskRun's context, and no
+/// step repeats any of them.
+#[test]
+fn each_task_passes_the_metrics_variables_once_in_its_step_template() {
+    let root = vault_backup_testbed::venv::workspace_root();
+    let variables = Config::variables();
+    for file in [
+        "tekton/task.yaml",
+        "tekton/restore-task.yaml",
+        "tekton/drill-task.yaml",
+    ] {
+        let task: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
+        let spec = &task["spec"];
+        let env = spec["stepTemplate"]["env"].as_sequence().unwrap();
+        let find = |name: &str| env.iter().find(|e| e["name"] == name);
+        for name in &variables {
+            let item = find(name).unwrap_or_else(|| panic!("{file}: stepTemplate lacks {name}"));
+            match name.as_str() {
+                "METRICS_TASK" => assert_eq!(item["value"], "$(context.task.name)", "{file}"),
+                "METRICS_NAMESPACE" => {
+                    assert_eq!(item["value"], "$(context.taskRun.namespace)", "{file}");
+                }
+                _ => {
+                    let r = &item["valueFrom"]["secretKeyRef"];
+                    assert_eq!(r["name"], "$(params.configSecret)", "{file}: {name}");
+                    assert_eq!(r["key"], name.as_str(), "{file}: {name}");
+                    assert_eq!(r["optional"], true, "{file}: {name}");
+                }
+            }
+        }
+        for step in spec["steps"].as_sequence().unwrap() {
+            for e in step["env"].as_sequence().into_iter().flatten() {
+                let name = e["name"].as_str().unwrap();
+                assert!(
+                    !name.starts_with("METRICS_"),
+                    "{file}: step {} repeats {name}",
+                    step["name"].as_str().unwrap()
+                );
+            }
+        }
+    }
+}
