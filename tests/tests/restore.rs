@@ -237,7 +237,24 @@ fn the_restore_task_puts_a_directory_backup_into_a_fresh_cluster_after_a_safety_
         assert_eq!(untouched(), "before the restore");
     }
 
-    let outcome = run("vault-restore-c", &name).expect("the restore Task runs as written");
+    // Forced into another cluster than the snapshot's source, the confirm must also name the
+    // target: the snapshot's name alone is exit 2, nothing fetched or restored.
+    let err = run("vault-restore-b2", &name)
+        .map(|o| o.steps)
+        .expect_err("a forced restore into another cluster names the target");
+    assert!(
+        matches!(&err, RunError::Config { step, .. } if step == "restore")
+            && err.to_string().contains(&format!("{name}@")),
+        "{err}"
+    );
+    assert_eq!(untouched(), "before the restore");
+
+    let target_name = target.bao_json(0, &["status", "-format=json"])["cluster_name"]
+        .as_str()
+        .expect("the target's cluster_name")
+        .to_owned();
+    let outcome = run("vault-restore-c", &format!("{name}@{target_name}"))
+        .expect("the restore Task runs as written");
     let step = outcome.step("restore").unwrap();
     assert_eq!(step.code, 0, "{}", step.stderr);
     assert_eq!(outcome.results["restored-snapshot"], name);
