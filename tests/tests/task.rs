@@ -57,6 +57,10 @@ fn the_task_as_written_backs_up_to_s3_and_a_directory_restores_and_prunes() {
         stores.contains(&"s3") && stores.contains(&"dir"),
         "{stores:?}"
     );
+    // SeaweedFS states a SHA-256 for every copy, and the directory copy is read back.
+    let mut checked: Vec<&str> = outcome.results["store-verification"].split(',').collect();
+    checked.sort_unstable();
+    assert_eq!(checked, ["dir=sha256", "s3=sha256"]);
 
     // The directory store: the three files, sha256sum -c passes.
     let snap = format!("{name}.snap");
@@ -427,4 +431,48 @@ fn the_runner_starts_sidecars_from_their_mounted_configuration_on_the_pods_loopb
         d.join("volumes/bao-data/raft").exists() || d.join("volumes/bao-data/vault.db").exists(),
         "raft data went to the emptyDir's local directory"
     );
+}
+
+/// Issue 18 must-show 5: monitoring never stops a backup. `METRICS_BEARER_TOKEN_FILE` names a
+/// file in the metrics Secret's volume, and that optional Secret does not exist: every step
+/// still does its work and exits 0, each with exactly one warning that its metrics were not
+/// pushed, and nothing reaches the Pushgateway.
+#[test]
+fn a_missing_metrics_token_file_costs_each_step_one_warning_and_the_backup_succeeds() {
+    let env = Environment::start();
+    let secret = env.path().join("config-secret.yaml");
+    let mut text = std::fs::read_to_string(&secret).unwrap();
+    text.push_str("  METRICS_BEARER_TOKEN_FILE: \"/etc/vault-backup/metrics/token\"\n");
+    std::fs::write(&secret, text).unwrap();
+
+    let outcome = env
+        .run_task(known_env(), false)
+        .expect("the Task runs as written");
+    assert!(outcome.succeeded(), "{:?}", outcome.steps);
+    assert_eq!(outcome.steps.len(), 4, "guard, snapshot, sync, prune");
+    for step in &outcome.steps {
+        assert_eq!(step.code, 0, "step {} failed:\n{}", step.name, step.stderr);
+        let warnings: Vec<&str> = step.stderr.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "step {}: one warning, got {warnings:#?}",
+            step.name
+        );
+        assert!(
+            warnings[0].contains("metrics not pushed")
+                && warnings[0].contains("METRICS_BEARER_TOKEN_FILE"),
+            "step {}: {}",
+            step.name,
+            warnings[0]
+        );
+    }
+    let name = &outcome.results["snapshot-name"];
+    e2e::sha256sum_check(&env.backups, &format!("{name}.snap.sha256"));
+    let pushed = env
+        .pushgateway
+        .as_ref()
+        .expect("the setup has a Pushgateway")
+        .metrics("vault_backup_");
+    assert!(pushed.is_empty(), "nothing was pushed: {pushed:?}");
 }

@@ -108,6 +108,13 @@ pub const STORE_DELETED_BYTES: Gauge = Gauge {
     help: "Bytes retention deleted from the store in the last run",
     labels: &["store"],
 };
+/// How a store's last copy was checked: 1 by SHA-256, 0 by its size only (an S3 server that
+/// states no checksum).
+pub const STORE_VERIFIED_SHA256: Gauge = Gauge {
+    name: "vault_backup_store_verified_sha256",
+    help: "1 if the store's last copy was checked by SHA-256, 0 if by its size only",
+    labels: &["store"],
+};
 /// TaskRuns the prune step deleted in its last run.
 pub const TASKRUNS_DELETED: Gauge = Gauge {
     name: "vault_backup_taskruns_deleted",
@@ -144,6 +151,7 @@ pub const ALL: &[Gauge] = &[
     STORE_LAST_SUCCESS,
     STORE_SNAPSHOTS,
     STORE_DELETED_BYTES,
+    STORE_VERIFIED_SHA256,
     TASKRUNS_DELETED,
     TASKRUNS_KEPT,
     RESTORE_DRILL_LAST_SUCCESS,

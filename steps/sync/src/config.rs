@@ -22,6 +22,13 @@ pub const RESULT_DIR_PATH: &str = "dir-path";
 /// The Tekton result with how each store's copy was checked: `s3=sha256,dir=sha256`
 /// (`sha256` or `size-only`), for the stores that hold a verified copy.
 pub const RESULT_STORE_VERIFICATION: &str = "store-verification";
+/// Every result the step writes (`RESULT_<NAME>_PATH` each).
+pub const RESULTS: [&str; 4] = [
+    RESULT_SYNCED_STORES,
+    RESULT_S3_URL,
+    RESULT_DIR_PATH,
+    RESULT_STORE_VERIFICATION,
+];
 
 /// The step's own variables, exactly as documented, unparsed.
 #[derive(Debug, Deserialize, Default)]
@@ -102,12 +109,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let raw: RawConfig = cfg::from_env()?;
         let mut config = Self::try_from(raw)?;
-        config.results = Results::from_env(&[
-            RESULT_SYNCED_STORES,
-            RESULT_S3_URL,
-            RESULT_DIR_PATH,
-            RESULT_STORE_VERIFICATION,
-        ]);
+        config.results = Results::from_env(&RESULTS);
         Ok(config)
     }
 }

@@ -16,7 +16,8 @@
 use std::time::SystemTime;
 
 use vault_backup_common::metrics::{
-    Gauge, Metrics, Report, STORE_DELETED_BYTES, STORE_LAST_SUCCESS, STORE_SNAPSHOTS,
+    Metrics, Report, STORE_DELETED_BYTES, STORE_LAST_SUCCESS, STORE_SNAPSHOTS,
+    STORE_VERIFIED_SHA256,
 };
 
 use crate::error::Error;
@@ -25,14 +26,6 @@ use crate::upload::Verification;
 
 /// The step name the sync step pushes under (the alert rules expect it).
 pub const STEP: &str = "snapshot-sync";
-
-/// How the store's last copy was checked: 1 by SHA-256, 0 by its size only. Defined here
-/// rather than in the common crate's list because only this step pushes it.
-pub const STORE_VERIFIED_SHA256: Gauge = Gauge {
-    name: "vault_backup_store_verified_sha256",
-    help: "1 if the store's last copy was checked by SHA-256, 0 if by its size only",
-    labels: &["store"],
-};
 
 impl Report for Summary {
     fn metrics(&self, metrics: &mut Metrics, at: SystemTime) {

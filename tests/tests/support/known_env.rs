@@ -34,11 +34,7 @@ pub fn known_env() -> BTreeMap<String, BTreeSet<String>> {
             "snapshot-sync".to_owned(),
             set(
                 snapshot_sync::RawConfig::variables(),
-                &[
-                    snapshot_sync::RESULT_SYNCED_STORES,
-                    snapshot_sync::RESULT_S3_URL,
-                    snapshot_sync::RESULT_DIR_PATH,
-                ],
+                &snapshot_sync::config::RESULTS,
             ),
         ),
         (
