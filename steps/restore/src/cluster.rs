@@ -283,3 +283,125 @@ pub async fn wait_for_leader_or_seal(vault: &Vault, addr: &Url, timeout: Duratio
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use vault_backup_common::ExitStatus;
+
+    fn manifest(source: Option<(&str, &str)>) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "manifest_version": 1, "name": "vault-20261124T063700Z",
+            "file": "vault-20261124T063700Z.snap", "bytes": 1, "sha256": "0".repeat(64),
+            "created_at": "2026-11-24T06:37:00Z", "leader_address": "http://127.0.0.1:8200",
+            "server_version": null, "raft_index": 1, "raft_term": 1, "tool": "test"
+        }))
+        .unwrap();
+        m.cluster_name = source.map(|s| s.0.to_owned());
+        m.cluster_id = source.map(|s| s.1.to_owned());
+        m
+    }
+
+    fn leader(target: Option<(&str, &str)>) -> Leader {
+        Leader {
+            addr: Url::parse("http://127.0.0.1:8200").unwrap(),
+            version: None,
+            cluster: target.map(|(n, i)| ClusterIdentity {
+                cluster_name: n.into(),
+                cluster_id: i.into(),
+            }),
+        }
+    }
+
+    const PROD: Option<(&str, &str)> = Some(("prod", "id-prod"));
+    const DR: Option<(&str, &str)> = Some(("dr", "id-dr"));
+
+    #[rstest]
+    // Into the snapshot's own cluster: the name alone, forced or not; @ its name too.
+    #[case(PROD, PROD, None, true, None)]
+    #[case(PROD, PROD, None, false, None)]
+    #[case(PROD, PROD, Some("prod"), true, None)]
+    // Into another cluster, forced: only with @ the target's name.
+    #[case(
+        PROD,
+        DR,
+        None,
+        true,
+        Some(
+            "names only the snapshot, but vault-20261124T063700Z was taken from prod (cluster_id id-prod) and VAULT_ADDR leads another cluster, dr (cluster_id id-dr)"
+        )
+    )]
+    #[case(PROD, DR, Some("dr"), true, None)]
+    #[case(
+        PROD,
+        DR,
+        Some("prod"),
+        true,
+        Some("names the target cluster \"prod\", but VAULT_ADDR leads dr (cluster_id id-dr)")
+    )]
+    // Unforced into another cluster: the server refuses it; the hint says why.
+    #[case(PROD, DR, None, false, None)]
+    // An older manifest: the snapshot alone confirms (with a warning).
+    #[case(None, DR, None, true, None)]
+    #[case(None, DR, Some("dr"), true, None)]
+    // A target that does not say its name cannot be confirmed by name.
+    #[case(
+        PROD,
+        None,
+        Some("dr"),
+        true,
+        Some("but the target does not say its cluster_name")
+    )]
+    #[case(PROD, None, None, true, None)]
+    fn a_forced_restore_into_another_cluster_names_it(
+        #[case] source: Option<(&str, &str)>,
+        #[case] target: Option<(&str, &str)>,
+        #[case] at: Option<&str>,
+        #[case] force: bool,
+        #[case] refused: Option<&str>,
+    ) {
+        let m = manifest(source);
+        let got = confirm_target(
+            "vault-20261124T063700Z",
+            at,
+            force,
+            Some(&m),
+            &leader(target),
+        );
+        match (got, refused) {
+            (Ok(()), None) => {}
+            (Err(e), Some(want)) => {
+                assert_eq!(e.exit_code(), 2);
+                assert!(e.to_string().contains(want), "{e}");
+            }
+            (got, want) => panic!("{got:?}, wanted {want:?}"),
+        }
+    }
+
+    #[test]
+    fn the_hash_file_hint_says_which_case_it_is() {
+        let ident = |t: Option<(&str, &str)>| {
+            t.map(|(n, i)| ClusterIdentity {
+                cluster_name: n.into(),
+                cluster_id: i.into(),
+            })
+        };
+        let other = hash_file_hint("s", Some(&manifest(PROD)), ident(DR).as_ref());
+        assert!(
+            other.contains("another cluster than the target dr")
+                && other.contains("RESTORE_CONFIRM=s@dr"),
+            "{other}"
+        );
+        let same = hash_file_hint("s", Some(&manifest(PROD)), ident(PROD).as_ref());
+        assert!(
+            same.contains("this very cluster") && same.contains("RESTORE_FORCE is not the fix"),
+            "{same}"
+        );
+        let unknown = hash_file_hint("s", Some(&manifest(None)), ident(DR).as_ref());
+        assert!(
+            unknown.contains("does not record its source cluster") && unknown.contains("s@dr"),
+            "{unknown}"
+        );
+    }
+}
