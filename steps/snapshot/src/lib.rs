@@ -169,6 +169,7 @@ async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Su
         leader = %served,
         raft_index = manifest.raft_index,
         raft_term = manifest.raft_term,
+        cluster_name = manifest.cluster_name.as_deref().unwrap_or("-"),
         seconds = format!("{secs:.2}"),
         mb_per_s = format!("{mb_per_s:.1}"),
         attempt,
