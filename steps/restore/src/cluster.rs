@@ -102,6 +102,30 @@ pub async fn prepare(
     Ok(Prepared { leader, token })
 }
 
+/// Fails when the manifest records a source seal of another kind than the target's: the
+/// restored keyring would open with neither, and a forced restore would leave the cluster
+/// sealed for good. Checked before the fetch; nothing has been sent.
+///
+/// # Errors
+/// [`Error::SealsDiffer`].
+pub fn check_seal(name: &str, manifest: Option<&Manifest>, leader: &Leader) -> Result<()> {
+    let source = manifest.and_then(|m| m.seal_type.as_deref());
+    match (source, leader.seal_type.as_deref()) {
+        (Some(source), Some(target)) if source != target => Err(Error::SealsDiffer {
+            name: name.to_owned(),
+            source_seal: source.to_owned(),
+            target: format!("the cluster at {}", leader.addr),
+            target_seal: target.to_owned(),
+            hint: "Nothing was fetched or restored; restore it into a cluster with the source's seal (for an auto-unseal, the same KMS key)".to_owned(),
+        }),
+        (None, target) => {
+            tracing::info!(target_seal = target.unwrap_or("unknown"), "the manifest does not record the source cluster's seal; the seals cannot be compared before the restore");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whether the snapshot in `manifest` comes from another cluster than `target`: `None` where
 /// either does not say (a manifest written before it recorded its source).
 #[must_use]
@@ -230,6 +254,7 @@ pub async fn safety_snapshot(
         prefix: SAFETY_PREFIX,
         tool: concat!("vault-restore ", env!("CARGO_PKG_VERSION")),
         canary: None,
+        health: None,
     };
     let saved = save_snapshot(vault, leader, token, timeout, target).await?;
     tracing::info!(
@@ -311,6 +336,7 @@ mod tests {
                 cluster_name: n.into(),
                 cluster_id: i.into(),
             }),
+            seal_type: None,
         }
     }
 

@@ -69,6 +69,8 @@ pub async fn run(config: Config) -> Result<Summary> {
     }
 }
 
+// One run in order, cheap checks first; splitting it would hide that order.
+#[allow(clippy::too_many_lines)]
 async fn run_inner(config: &Config) -> Result<Summary> {
     let started = Instant::now();
     let store = fetch::open(&config.source)?;
@@ -93,21 +95,38 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         "RESTORE_TIMEOUT",
     )?;
     // The cheap checks first: a wrong login or policy shows before a multi-GB fetch.
-    let prepared = match &config.mode {
-        Mode::Cluster { force, .. } => {
-            Some(cluster::prepare(&vault, &config.vault.addr, &config.vault.auth, *force).await?)
-        }
-        Mode::Drill { .. } => None,
+    let (prepared, scratch) = match &config.mode {
+        Mode::Cluster { force, .. } => (
+            Some(cluster::prepare(&vault, &config.vault.addr, &config.vault.auth, *force).await?),
+            None,
+        ),
+        Mode::Drill {
+            unseal_keys_file, ..
+        } => (
+            None,
+            Some(
+                drill::prepare(
+                    &vault,
+                    &config.vault.addr,
+                    unseal_keys_file.as_deref(),
+                    config.timeout,
+                )
+                .await?,
+            ),
+        ),
     };
     let sidecars = fetch::sidecars(store.as_ref(), &name).await?;
     match (&config.mode, &prepared) {
-        (Mode::Cluster { force, .. }, Some(p)) => cluster::confirm_target(
-            &name,
-            confirmed_target.as_deref(),
-            *force,
-            sidecars.manifest.as_ref(),
-            &p.leader,
-        )?,
+        (Mode::Cluster { force, .. }, Some(p)) => {
+            cluster::confirm_target(
+                &name,
+                confirmed_target.as_deref(),
+                *force,
+                sidecars.manifest.as_ref(),
+                &p.leader,
+            )?;
+            cluster::check_seal(&name, sidecars.manifest.as_ref(), &p.leader)?;
+        }
         (
             Mode::Drill {
                 canary: Some(_), ..
@@ -121,6 +140,14 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             return Err(Error::CanaryNotRecorded { name });
         }
         _ => {}
+    }
+    if let Some(scratch) = &scratch {
+        drill::check_seal(
+            scratch,
+            sidecars.manifest.as_ref(),
+            &name,
+            &config.vault.addr,
+        )?;
     }
     let fetched = fetch::fetch(
         store.as_ref(),
@@ -147,15 +174,12 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             let prepared = prepared.expect("prepared in cluster mode");
             restore_cluster(config, &vault, prepared, &fetched, *force, &mut summary).await?;
         }
-        Mode::Drill {
-            unseal_keys,
-            canary,
-        } => {
+        Mode::Drill { canary, .. } => {
             let proved = drill::run(
                 &vault,
                 &config.vault.addr,
                 &config.vault.auth,
-                unseal_keys,
+                scratch.as_ref().expect("prepared in drill mode"),
                 canary.is_some(),
                 &fetched,
                 config.timeout,
@@ -269,15 +293,40 @@ async fn restore_cluster(
                     leader.cluster.as_ref(),
                 );
                 detail.push_str(&format!(" ({hint})"));
+                // OpenBao says "different set of unseal keys" (a Shamir target) or "different
+                // autoseal key" (an auto-unseal target) whatever the snapshot's seal was.
+                detail.push_str(&format!(
+                    "; the target's seal is {}, the snapshot's source seal {}: if the two differ, the seals differ and no restore can open the snapshot's keyring there",
+                    leader.seal_type.as_deref().unwrap_or("unknown"),
+                    fetched.manifest.as_ref().and_then(|m| m.seal_type.as_deref()).unwrap_or("is not recorded in its manifest"),
+                ));
             }
             e
         })?;
     tracing::info!(leader = %leader.addr, name = %name, force, "snapshot restored");
     let sealed = cluster::wait_for_leader_or_seal(vault, &leader.addr, config.timeout).await?;
+    let target_seal = leader.seal_type.as_deref().unwrap_or("shamir");
+    if sealed && target_seal != "shamir" {
+        // An auto-unseal target reloads a restored keyring through its own seal; sealed, it
+        // could not: no key the operator holds opens it (recovery keys do not unseal).
+        summary.sealed = Some(true);
+        write(config, RESULT_SEALED, "true")?;
+        return Err(Error::SealedAfterRestore {
+            addr: leader.addr.to_string(),
+            name: name.clone(),
+            target_seal: target_seal.to_owned(),
+            source_seal: fetched
+                .manifest
+                .as_ref()
+                .and_then(|m| m.seal_type.clone())
+                .unwrap_or_else(|| "unrecorded".to_owned()),
+            safety: safety.name.clone(),
+        });
+    }
     if sealed {
         tracing::warn!(
             leader = %leader.addr,
-            "the cluster is sealed after the restore: the snapshot came from another cluster; unseal with the source cluster's keys"
+            "the cluster is sealed after the restore: the snapshot came from another cluster; unseal with the source cluster's keys (a snapshot of an auto-unsealed cluster opens with no unseal key: the seals would differ)"
         );
     } else {
         tracing::info!(leader = %leader.addr, "the cluster has a leader and is unsealed");

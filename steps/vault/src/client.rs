@@ -65,6 +65,9 @@ pub struct SealStatus {
     /// The seal type: `shamir`, or an auto-unseal (`transit`, `awskms`, ...).
     #[serde(default, rename = "type")]
     pub seal_type: Option<String>,
+    /// Whether the seal is an auto-unseal with recovery keys (`recovery_seal`).
+    #[serde(default)]
+    pub recovery_seal: bool,
     /// Keys needed to unseal.
     #[serde(default, rename = "t")]
     pub threshold: u32,
@@ -103,6 +106,50 @@ pub struct Leader {
     pub version: Option<String>,
     /// Which cluster it leads (`sys/health`), when it says.
     pub cluster: Option<ClusterIdentity>,
+    /// Its seal (`sys/seal-status` `type`: `shamir`, `transit`, ...), when it says.
+    pub seal_type: Option<String>,
+}
+
+/// What `sys/storage/raft/autopilot/state` said (the fields the snapshot step records).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AutopilotState {
+    /// Whether autopilot considers the cluster healthy.
+    #[serde(default)]
+    pub healthy: bool,
+    /// How many voters may fail without losing quorum.
+    #[serde(default)]
+    pub failure_tolerance: u64,
+    /// The raft node id of the leader.
+    #[serde(default)]
+    pub leader: String,
+    /// The raft node ids of the voters.
+    #[serde(default)]
+    pub voters: Vec<String>,
+    /// Each server by node id.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, AutopilotServer>,
+}
+
+/// One server in [`AutopilotState::servers`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AutopilotServer {
+    /// Its raft term as last seen.
+    #[serde(default)]
+    pub last_term: u64,
+    /// Its last raft index as last seen.
+    #[serde(default)]
+    pub last_index: u64,
+    /// Whether autopilot considers it healthy.
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+impl AutopilotState {
+    /// The leader's entry in [`Self::servers`].
+    #[must_use]
+    pub fn leader_server(&self) -> Option<&AutopilotServer> {
+        self.servers.get(&self.leader)
+    }
 }
 
 /// Which cluster a node belongs to, as `sys/health` says: what tells a restore's target apart
@@ -381,6 +428,7 @@ impl Vault {
             addr: leader,
             version: status.version,
             cluster,
+            seal_type: status.seal_type,
         })
     }
 
@@ -585,6 +633,40 @@ impl Vault {
             &body,
             "the canary read of",
             data_path,
+            "[\"read\"]",
+        ))
+    }
+
+    /// `GET sys/storage/raft/autopilot/state` at the leader: the cluster's health.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (a policy without `read` on the path), [`Error::Sealed`],
+    /// [`Error::Http`] or transport errors.
+    pub async fn autopilot_state(&self, leader: &Url, token: &Secret) -> Result<AutopilotState> {
+        const PATH: &str = "sys/storage/raft/autopilot/state";
+        let url = format!("{}/v1/{PATH}", base(leader));
+        let request = self
+            .http
+            .get(&url)
+            .headers(Self::token_header(leader, token)?);
+        let (status, body) = self
+            .exchange(leader, request, Duration::from_secs(30))
+            .await?;
+        if status.is_success() {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            return serde_json::from_value(v["data"].clone()).map_err(|e| Error::Http {
+                addr: base(leader),
+                what: PATH,
+                status: status.as_u16(),
+                detail: format!("unreadable autopilot state: {e}"),
+            });
+        }
+        Err(Self::refused(
+            leader,
+            status,
+            &body,
+            "the health read of",
+            PATH,
             "[\"read\"]",
         ))
     }
