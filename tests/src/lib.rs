@@ -23,4 +23,5 @@ pub mod pushgateway;
 pub mod runner;
 pub mod seaweed;
 pub mod throttle;
+pub mod transit;
 pub mod venv;
