@@ -235,11 +235,14 @@ impl SealedCluster {
                 .unwrap_or_else(|e| panic!("{e}\n{}", cluster.nodes[0].log())),
         )
         .expect("init JSON");
-        cluster.root_token = init["root_token"].as_str().expect("root token").to_owned();
-        cluster.recovery_key = init["recovery_keys_b64"][0]
+        init["root_token"]
+            .as_str()
+            .expect("root token")
+            .clone_into(&mut cluster.root_token);
+        init["recovery_keys_b64"][0]
             .as_str()
             .expect("recovery key")
-            .to_owned();
+            .clone_into(&mut cluster.recovery_key);
         cluster.wait_active(0);
         if n > 1 {
             cluster.bao(

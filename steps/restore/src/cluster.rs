@@ -102,26 +102,24 @@ pub async fn prepare(
     Ok(Prepared { leader, token })
 }
 
-/// Fails when the manifest records a source seal of another kind than the target's: the
-/// restored keyring would open with neither, and a forced restore would leave the cluster
-/// sealed for good. Checked before the fetch; nothing has been sent.
+/// Fails when the snapshot's source seal (`source`: the manifest's, or the snapshot data's own
+/// `core/seal-config`) is of another kind than the target's: the restored keyring would open
+/// with neither, and a forced restore would leave the cluster sealed for good. `done` says
+/// what has been done so far (nothing sent to the target either way).
 ///
 /// # Errors
 /// [`Error::SealsDiffer`].
-pub fn check_seal(name: &str, manifest: Option<&Manifest>, leader: &Leader) -> Result<()> {
-    let source = manifest.and_then(|m| m.seal_type.as_deref());
+pub fn check_seal(name: &str, source: Option<&str>, leader: &Leader, done: &str) -> Result<()> {
     match (source, leader.seal_type.as_deref()) {
         (Some(source), Some(target)) if source != target => Err(Error::SealsDiffer {
             name: name.to_owned(),
             source_seal: source.to_owned(),
             target: format!("the cluster at {}", leader.addr),
             target_seal: target.to_owned(),
-            hint: "Nothing was fetched or restored; restore it into a cluster with the source's seal (for an auto-unseal, the same KMS key)".to_owned(),
+            hint: format!(
+                "{done}; restore it into a cluster with the source's seal (for an auto-unseal, the same KMS key)"
+            ),
         }),
-        (None, target) => {
-            tracing::info!(target_seal = target.unwrap_or("unknown"), "the manifest does not record the source cluster's seal; the seals cannot be compared before the restore");
-            Ok(())
-        }
         _ => Ok(()),
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use url::Url;
 
 use vault_backup_common::Secret;
-use vault_backup_common::artifact::{Canary, Manifest};
+use vault_backup_common::artifact::Canary;
 use vault_backup_common::env::ConfigError;
 use vault_backup_vault::{Auth, Unseal, Vault};
 
@@ -190,18 +190,14 @@ pub async fn prepare(
     })
 }
 
-/// Fails when the manifest of `fetched` records a source seal of another kind than the
-/// scratch node's: the restored keyring would never open. Nothing has been sent yet.
+/// Fails when the snapshot's source seal (`source`: the manifest's, or the snapshot data's own
+/// `core/seal-config`) is of another kind than the scratch node's: the restored keyring would
+/// never open. Nothing has been sent to the node yet.
 ///
 /// # Errors
 /// [`Error::SealsDiffer`].
-pub fn check_seal(
-    scratch: &Scratch,
-    manifest: Option<&Manifest>,
-    name: &str,
-    addr: &Url,
-) -> Result<()> {
-    if let Some(source) = manifest.and_then(|m| m.seal_type.as_deref())
+pub fn check_seal(scratch: &Scratch, source: Option<&str>, name: &str, addr: &Url) -> Result<()> {
+    if let Some(source) = source
         && source != scratch.seal_type
     {
         return Err(Error::SealsDiffer {
@@ -209,7 +205,7 @@ pub fn check_seal(
             source_seal: source.to_owned(),
             target: format!("the scratch node at {addr}"),
             target_seal: scratch.seal_type.clone(),
-            hint: "give the drill's node the source cluster's seal (the same seal stanza, reaching the same key), or drill a snapshot of a cluster with this seal".to_owned(),
+            hint: "Nothing was sent to the node; give the drill's node the source cluster's seal (the same seal stanza, reaching the same key), or drill a snapshot of a cluster with this seal".to_owned(),
         });
     }
     Ok(())

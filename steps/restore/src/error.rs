@@ -175,7 +175,7 @@ pub enum Error {
     /// The target auto-unseals and is sealed after the restore: its seal did not open the
     /// restored keyring.
     #[error(
-        "the cluster at {addr} is sealed after the restore of {name}: its {target_seal} seal could not open the restored keyring, which the source cluster's {source_seal} sealed (the seals differ, or the KMS key is another). The cluster's data was replaced; the safety snapshot {safety} holds its state before the restore"
+        "the cluster at {addr} is sealed after the restore of {name}: its {target_seal} seal could not open the restored keyring, which was sealed by the source cluster's seal ({source_seal}): the seals differ, or the KMS key is another. The cluster's data was replaced; the safety snapshot {safety} holds its state before the restore"
     )]
     SealedAfterRestore {
         /// The leader the restore went to.

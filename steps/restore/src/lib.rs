@@ -125,7 +125,17 @@ async fn run_inner(config: &Config) -> Result<Summary> {
                 sidecars.manifest.as_ref(),
                 &p.leader,
             )?;
-            cluster::check_seal(&name, sidecars.manifest.as_ref(), &p.leader)?;
+            let source = sidecars
+                .manifest
+                .as_ref()
+                .and_then(|m| m.seal_type.as_deref());
+            if source.is_none() {
+                tracing::info!(
+                    target_seal = p.leader.seal_type.as_deref().unwrap_or("unknown"),
+                    "the manifest does not record the source cluster's seal; it is read from the snapshot's data once fetched"
+                );
+            }
+            cluster::check_seal(&name, source, &p.leader, "Nothing was fetched or restored")?;
         }
         (
             Mode::Drill {
@@ -144,7 +154,10 @@ async fn run_inner(config: &Config) -> Result<Summary> {
     if let Some(scratch) = &scratch {
         drill::check_seal(
             scratch,
-            sidecars.manifest.as_ref(),
+            sidecars
+                .manifest
+                .as_ref()
+                .and_then(|m| m.seal_type.as_deref()),
             &name,
             &config.vault.addr,
         )?;
@@ -157,6 +170,25 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         config.timeout,
     )
     .await?;
+    // The snapshot's own data says which seal opens its keyring (manifests written before the
+    // seal was recorded do not): checked again before anything is sent.
+    let data_seal = fetched.info.seal_type.as_deref();
+    if let Some(seal) = data_seal {
+        tracing::info!(
+            seal,
+            "the snapshot's data was sealed by this kind of seal (its core/seal-config)"
+        );
+    }
+    match (&prepared, &scratch) {
+        (Some(p), _) => cluster::check_seal(
+            &name,
+            data_seal,
+            &p.leader,
+            "The snapshot was fetched into SNAPSHOT_DIR, but nothing was sent to the cluster",
+        )?,
+        (None, Some(s)) => drill::check_seal(s, data_seal, &name, &config.vault.addr)?,
+        (None, None) => {}
+    }
     let mut summary = Summary {
         name: name.clone(),
         seconds: 0.0,
@@ -298,7 +330,12 @@ async fn restore_cluster(
                 detail.push_str(&format!(
                     "; the target's seal is {}, the snapshot's source seal {}: if the two differ, the seals differ and no restore can open the snapshot's keyring there",
                     leader.seal_type.as_deref().unwrap_or("unknown"),
-                    fetched.manifest.as_ref().and_then(|m| m.seal_type.as_deref()).unwrap_or("is not recorded in its manifest"),
+                    fetched
+                        .manifest
+                        .as_ref()
+                        .and_then(|m| m.seal_type.as_deref())
+                        .or(fetched.info.seal_type.as_deref())
+                        .unwrap_or("is recorded neither in its manifest nor in its data"),
                 ));
             }
             e
@@ -319,7 +356,8 @@ async fn restore_cluster(
                 .manifest
                 .as_ref()
                 .and_then(|m| m.seal_type.clone())
-                .unwrap_or_else(|| "unrecorded".to_owned()),
+                .or_else(|| fetched.info.seal_type.clone())
+                .unwrap_or_else(|| "(unrecorded)".to_owned()),
             safety: safety.name.clone(),
         });
     }

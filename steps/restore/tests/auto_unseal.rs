@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Once;
 
 use serde_json::Value;
+use vault_backup_testbed::check::files;
 use vault_backup_testbed::openbao::{Cluster, Options};
 use vault_backup_testbed::transit::{Kms, SealedCluster, SealedScratch};
 use vault_backup_testbed::venv;
@@ -213,4 +214,292 @@ fn a_transit_sealed_cluster_is_backed_up_drilled_without_unseal_keys_and_restore
         );
         assert_eq!(target.status(i)["sealed"], false, "node {i} unsealed");
     }
+}
+
+/// Removes `seal_type` from a manifest in `bk`, as a manifest written before it existed.
+fn forget_seal(bk: &Path, name: &str) {
+    let path = bk.join(format!("{name}.snap.json"));
+    let mut m = manifest(bk, name);
+    m.as_object_mut().unwrap().remove("seal_type");
+    std::fs::write(path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+/// `vault-restore` in cluster mode from `bk` into the cluster at `addr`.
+fn restore_into(
+    addr: &str,
+    token: &str,
+    bk: &Path,
+    name: &str,
+    confirm: &str,
+    force: bool,
+) -> (i32, String, tempfile::TempDir) {
+    let ws = tempfile::tempdir().unwrap();
+    let mut e = env(&[
+        ("VAULT_ADDR", addr),
+        ("VAULT_TOKEN", token),
+        ("SNAPSHOT_DIR", &s(ws.path())),
+        ("BACKUP_DIR", &s(bk)),
+        ("SNAPSHOT_NAME", name),
+        ("RESTORE_CONFIRM", confirm),
+        ("RESTORE_TIMEOUT", "40s"),
+    ]);
+    if force {
+        e.insert("RESTORE_FORCE".into(), "true".into());
+    }
+    let (code, stderr) = run(&restore_bin(), &e);
+    (code, stderr, ws)
+}
+
+#[test]
+// One story: the two clusters, each refusal, and what OpenBao itself does after them.
+#[allow(clippy::too_many_lines)]
+fn restores_across_seal_types_fail_naming_both_seals() {
+    let kms = Kms::start();
+    let transit = SealedCluster::start(1, &kms.seal_stanza(None));
+    transit.kv2_put("prior", "state", "the-transit-cluster");
+    let shamir = Cluster::start(1, Options::default());
+    shamir.enable_kv2("secret");
+    for _ in 0..40 {
+        if shamir
+            .try_bao(
+                0,
+                &["kv", "put", "secret/prior", "state=the-shamir-cluster"],
+            )
+            .is_ok()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let (bk_t, bk_s) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (t_name, _) = back_up(transit.addr(0), transit.root_token(), bk_t.path());
+    let (s_name, _) = back_up(shamir.addr(0), shamir.root_token(), bk_s.path());
+    assert_eq!(manifest(bk_t.path(), &t_name)["seal_type"], "transit");
+    assert_eq!(manifest(bk_s.path(), &s_name)["seal_type"], "shamir");
+    let t_id = cluster_name(&transit.status(0));
+    let s_id = cluster_name(&vault_backup_testbed::transit::status(shamir.addr(0)));
+    let transit_intact = || {
+        assert_eq!(
+            transit
+                .kv2_get(0, transit.root_token(), "prior", "state")
+                .as_deref(),
+            Ok("the-transit-cluster"),
+            "the transit cluster keeps its data"
+        );
+    };
+    let shamir_intact = || {
+        assert_eq!(
+            shamir
+                .read_secret_as(0, shamir.root_token(), "secret/prior", "state")
+                .map(|s| s.trim().to_owned())
+                .as_deref(),
+            Ok("the-shamir-cluster"),
+            "the shamir cluster keeps its data"
+        );
+    };
+
+    // With the source's seal in the manifest: refused before anything is fetched, forced or
+    // not, each way.
+    for force in [true, false] {
+        let (code, stderr, ws) = restore_into(
+            transit.addr(0),
+            transit.root_token(),
+            bk_s.path(),
+            &s_name,
+            &format!("{s_name}@{t_id}"),
+            force,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("the seals differ")
+                && stderr.contains("a cluster with a shamir seal")
+                && stderr.contains("has a transit seal")
+                && stderr.contains("Nothing was fetched or restored"),
+            "{stderr}"
+        );
+        assert!(
+            files(ws.path()).is_empty(),
+            "nothing fetched, no safety snapshot"
+        );
+        transit_intact();
+        let (code, stderr, ws) = restore_into(
+            shamir.addr(0),
+            shamir.root_token(),
+            bk_t.path(),
+            &t_name,
+            &format!("{t_name}@{s_id}"),
+            force,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("the seals differ")
+                && stderr.contains("a cluster with a transit seal")
+                && stderr.contains("has a shamir seal"),
+            "{stderr}"
+        );
+        assert!(
+            files(ws.path()).is_empty(),
+            "nothing fetched, no safety snapshot"
+        );
+        shamir_intact();
+    }
+
+    // The drill: a Shamir scratch node without the unseal keys file stops with exit 2 naming
+    // the variable before anything is fetched; with a keys file, a transit snapshot is refused
+    // before anything is sent to the node, naming both seals.
+    let scratch = vault_backup_testbed::openbao::ScratchNode::start_uninitialized();
+    let ws = tempfile::tempdir().unwrap();
+    let keys = ws.path().join("keys");
+    let mut drill = env(&[
+        ("RESTORE_MODE", "drill"),
+        ("VAULT_ADDR", scratch.addr()),
+        ("VAULT_TOKEN", transit.root_token()),
+        ("SNAPSHOT_DIR", &s(ws.path())),
+        ("BACKUP_DIR", &s(bk_t.path())),
+        ("DRILL_UNSEAL_KEYS_FILE", &s(&keys)),
+    ]);
+    let (code, stderr) = run(&restore_bin(), &drill);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("DRILL_UNSEAL_KEYS_FILE: the scratch node at")
+            && stderr.contains("has a shamir seal")
+            && stderr.contains(&format!("{} does not exist", s(&keys))),
+        "{stderr}"
+    );
+    assert!(files(ws.path()).is_empty(), "nothing fetched");
+    std::fs::write(&keys, "not-the-key\n").unwrap();
+    let (code, stderr) = run(&restore_bin(), &drill);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the seals differ")
+            && stderr.contains("a cluster with a transit seal")
+            && stderr.contains("the scratch node at")
+            && stderr.contains("has a shamir seal"),
+        "{stderr}"
+    );
+    assert!(
+        !scratch.is_initialized(),
+        "nothing was sent to the scratch node"
+    );
+    drill.remove("DRILL_UNSEAL_KEYS_FILE");
+    let (code, stderr) = run(&restore_bin(), &drill);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("the variable is not set"), "{stderr}");
+
+    // Manifests written before the seal was recorded: the snapshot's own data says its seal
+    // (core/seal-config), read as it is fetched; refused before anything is sent.
+    forget_seal(bk_s.path(), &s_name);
+    forget_seal(bk_t.path(), &t_name);
+    for force in [true, false] {
+        let (code, stderr, ws) = restore_into(
+            transit.addr(0),
+            transit.root_token(),
+            bk_s.path(),
+            &s_name,
+            &format!("{s_name}@{t_id}"),
+            force,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("the seals differ")
+                && stderr.contains("a cluster with a shamir seal")
+                && stderr.contains("has a transit seal")
+                && stderr.contains("nothing was sent to the cluster"),
+            "{stderr}"
+        );
+        assert_eq!(
+            files(ws.path()),
+            vec![format!("{s_name}.snap")],
+            "fetched, no safety snapshot"
+        );
+        transit_intact();
+        let (code, stderr, ws) = restore_into(
+            shamir.addr(0),
+            shamir.root_token(),
+            bk_t.path(),
+            &t_name,
+            &format!("{t_name}@{s_id}"),
+            force,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("the seals differ")
+                && stderr.contains("a cluster with a transit seal")
+                && stderr.contains("has a shamir seal"),
+            "{stderr}"
+        );
+        assert_eq!(
+            files(ws.path()),
+            vec![format!("{t_name}.snap")],
+            "fetched, no safety snapshot"
+        );
+        shamir_intact();
+    }
+
+    // What OpenBao itself does with them (the bao CLI, no vault-restore), which is why the step
+    // checks first. Not forced: SHA256SUMS.sealed is verified with the target's seal, a 400,
+    // the target untouched.
+    let restore = |addr: &str, token: &str, file: &Path, force: bool| {
+        let mut args = vec!["operator", "raft", "snapshot", "restore"];
+        if force {
+            args.push("-force");
+        }
+        let file = s(file);
+        args.push(&file);
+        let out = Command::new(venv::bao())
+            .args(&args)
+            .env("BAO_ADDR", addr)
+            .env("BAO_TOKEN", token)
+            .env_remove("VAULT_ADDR")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s_file = bk_s.path().join(format!("{s_name}.snap"));
+    let t_file = bk_t.path().join(format!("{t_name}.snap"));
+    let (ok, err) = restore(transit.addr(0), transit.root_token(), &s_file, false);
+    assert!(!ok && err.contains("different autoseal key"), "{err}");
+    transit_intact();
+    let (ok, err) = restore(shamir.addr(0), shamir.root_token(), &t_file, false);
+    assert!(!ok && err.contains("different set of unseal keys"), "{err}");
+    shamir_intact();
+    // Forced: accepted (204), the data replaced, then the node seals for good.
+    let sealed = |addr: &str| {
+        let mut st = Value::Null;
+        for _ in 0..60 {
+            st = vault_backup_testbed::transit::status(addr);
+            if st["sealed"] == true {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        st
+    };
+    let (ok, err) = restore(transit.addr(0), transit.root_token(), &s_file, true);
+    assert!(ok, "{err}");
+    let st = sealed(transit.addr(0));
+    eprintln!("shamir snapshot forced into the transit cluster: status afterwards {st}");
+    assert_eq!(st["sealed"], true, "{st}");
+    assert!(
+        transit
+            .log(0)
+            .contains("failed to perform key upgrades, reloading using auto seal"),
+        "{}",
+        transit.log(0)
+    );
+    let (ok, err) = restore(shamir.addr(0), shamir.root_token(), &t_file, true);
+    assert!(ok, "{err}");
+    let st = sealed(shamir.addr(0));
+    eprintln!("transit snapshot forced into the shamir cluster: status afterwards {st}");
+    assert_eq!(st["sealed"], true, "{st}");
+    let own = shamir.try_bao(0, &["operator", "unseal", shamir.unseal_key()]);
+    eprintln!("the shamir cluster's own unseal key afterwards: {own:?}");
+    assert!(
+        own.as_ref()
+            .is_err_and(|e| e.contains("failed to decrypt keys from storage")),
+        "{own:?}"
+    );
 }

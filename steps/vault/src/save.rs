@@ -125,7 +125,13 @@ async fn save(
         canary: target.canary,
         cluster_name: leader.cluster.as_ref().map(|c| c.cluster_name.clone()),
         cluster_id: leader.cluster.as_ref().map(|c| c.cluster_id.clone()),
-        seal_type: leader.seal_type.clone(),
+        // The snapshot's own data says which seal its keyring needs; the leader's answer is
+        // the same for a whole archive and stands in where the data does not say.
+        seal_type: got
+            .info
+            .seal_type
+            .clone()
+            .or_else(|| leader.seal_type.clone()),
         health: target.health,
     };
     if let Err(e) = artifact::write_sidecars(dir, &artifact, &manifest) {
