@@ -171,14 +171,16 @@ pub fn health_of(state: &AutopilotState) -> ClusterHealth {
 }
 
 /// The one warning a degraded cluster gets, or `None`: unhealthy, or no failure tolerance
-/// (a cluster of three or more voters that cannot lose one more).
+/// in a cluster of three or more voters (one that cannot lose one more). A cluster of one or
+/// two voters has no failure tolerance by design and is not warned about every night.
 #[must_use]
 pub fn health_warning(h: &ClusterHealth) -> Option<String> {
     let mut said = Vec::new();
     if h.healthy == Some(false) {
         said.push("autopilot says the cluster is unhealthy".to_owned());
     }
-    if h.failure_tolerance == Some(0) {
+    // One or two voters tolerate no failure by design; from three on, 0 means one is gone.
+    if h.failure_tolerance == Some(0) && h.voters.len() >= 3 {
         said.push(format!(
             "its failure tolerance is 0 ({} voter(s): {}): losing one more voter loses quorum",
             h.voters.len(),
