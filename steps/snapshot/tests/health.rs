@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{files, run_bin, shipped_policy};
+use common::{files, run_bin, sha256sum_check, shipped_policy};
 use serde_json::Value;
 use vault_backup_testbed::openbao::{Cluster, Options};
 use vault_backup_testbed::process::wait_until;
@@ -120,6 +120,11 @@ fn a_cluster_with_a_voter_down_is_backed_up_with_one_warning_and_its_state_recor
             && warned[0].contains("failure tolerance is 0"),
         "{stderr}"
     );
+    let snap = files(dir.path())
+        .into_iter()
+        .find(|f| f.ends_with(".snap"))
+        .expect("a snapshot");
+    sha256sum_check(dir.path(), &format!("{snap}.sha256"));
     let m = manifest(dir.path());
     let h = &m["health"];
     assert_eq!(h["status"], "unhealthy", "{m}");
