@@ -3,7 +3,7 @@
 //! in the manifest and its gauges pushed; a policy without the autopilot path gives one warning
 //! and a manifest that says the health is unknown.
 
-#![allow(clippy::float_cmp)]
+#![allow(clippy::float_cmp, clippy::case_sensitive_file_extension_comparisons)]
 
 mod common;
 
