@@ -11,7 +11,7 @@ use url::Url;
 use vault_backup_common::Secret;
 use vault_backup_common::artifact::Canary;
 use vault_backup_common::env::ConfigError;
-use vault_backup_vault::{Auth, Unseal, Vault};
+use vault_backup_vault::{Auth, RecoveryProof, Unseal, Vault};
 
 use crate::cluster::POLICY;
 use crate::config::read_keys;
@@ -116,6 +116,9 @@ pub struct Scratch {
     pub seal_type: String,
     /// The source cluster's unseal keys: read for a Shamir seal only.
     unseal_keys: Vec<Secret>,
+    /// The source cluster's recovery keys (`DRILL_RECOVERY_KEYS_FILE`), for an auto-unseal
+    /// only and only when the file exists: proven on the restored data.
+    recovery_keys: Option<Vec<Secret>>,
 }
 
 impl Scratch {
@@ -140,6 +143,7 @@ pub async fn prepare(
     vault: &Vault,
     addr: &Url,
     unseal_keys_file: Option<&Path>,
+    recovery_keys_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<Scratch> {
     let status = wait_for(
@@ -163,9 +167,19 @@ pub async fn prepare(
         if let Some(p) = unseal_keys_file.filter(|p| p.exists()) {
             tracing::info!(file = %p.display(), seal = %seal_type, "the scratch node auto-unseals: DRILL_UNSEAL_KEYS_FILE is not read");
         }
+        let recovery_keys = match recovery_keys_file {
+            Some(p) => read_keys("DRILL_RECOVERY_KEYS_FILE", p)?,
+            None => None,
+        };
+        if recovery_keys.is_none() {
+            tracing::info!(
+                "no recovery keys file: the drill does not prove the source cluster's recovery keys (set DRILL_RECOVERY_KEYS_FILE and mount them to prove them)"
+            );
+        }
         return Ok(Scratch {
             seal_type,
             unseal_keys: Vec::new(),
+            recovery_keys,
         });
     }
     // Exit 2 naming the variable and the file, not exit 1: a Shamir drill without the source's
@@ -187,6 +201,7 @@ pub async fn prepare(
     Ok(Scratch {
         seal_type,
         unseal_keys,
+        recovery_keys: None,
     })
 }
 
@@ -215,7 +230,8 @@ pub fn check_seal(scratch: &Scratch, source: Option<&str>, name: &str, addr: &Ur
 /// snapshot `fetched`.
 ///
 /// # Errors
-/// [`Error::WrongUnsealKeys`], [`Error::Timeout`], [`Error::CanaryNotRecorded`],
+/// [`Error::WrongUnsealKeys`], [`Error::WrongRecoveryKeys`], [`Error::Timeout`],
+/// [`Error::CanaryNotRecorded`],
 /// [`Error::CanaryMissing`], [`Error::CanaryMismatch`], or the Vault errors of each request.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -306,6 +322,9 @@ pub async fn run(
         snapshot_raft_index = manifest_index,
         "raft index of the restored node (information: a restore always moves it past the snapshot's)"
     );
+    if let Some(keys) = &scratch.recovery_keys {
+        prove_recovery_keys(vault, addr, keys, &token).await?;
+    }
     let canary = if let Some(c) = fetched.manifest.as_ref().and_then(|m| m.canary.as_ref()) {
         check_canary(vault, addr, &token, c, &fetched.name).await?;
         CanaryCheck::Ok
@@ -321,6 +340,32 @@ pub async fn run(
     Ok(Proved {
         raft_index: restored,
         canary,
+    })
+}
+
+/// The recovery keys of an auto-unsealed source are what its operators hold for the bad day
+/// (a root token, a rekey): proven on the restored keyring, whose recovery configuration is
+/// the source's.
+async fn prove_recovery_keys(
+    vault: &Vault,
+    addr: &Url,
+    keys: &[Secret],
+    token: &Secret,
+) -> Result<()> {
+    let detail = match vault.prove_recovery_keys(addr, keys, token).await? {
+        RecoveryProof::Proven => {
+            tracing::info!(node = %addr, keys = keys.len(), "recovery keys ok: they generate a root token on the restored data (discarded undecoded, the attempt cancelled)");
+            return Ok(());
+        }
+        RecoveryProof::Refused { detail } => detail,
+        RecoveryProof::Incomplete { progress, required } => format!(
+            "{} key(s) given, {progress} of {required} entered",
+            keys.len()
+        ),
+    };
+    Err(Error::WrongRecoveryKeys {
+        addr: addr.to_string(),
+        detail,
     })
 }
 

@@ -189,6 +189,16 @@ pub enum Error {
         /// The safety snapshot's name.
         safety: String,
     },
+    /// The recovery keys do not match the restored data's recovery configuration.
+    #[error(
+        "the recovery keys in DRILL_RECOVERY_KEYS_FILE are not those of the restored snapshot at {addr} ({detail}); they must be the recovery keys of the cluster the snapshot was taken from"
+    )]
+    WrongRecoveryKeys {
+        /// The node.
+        addr: String,
+        /// What the node said.
+        detail: String,
+    },
     /// The unseal keys do not unseal the restored data.
     #[error(
         "the unseal keys in DRILL_UNSEAL_KEYS_FILE do not unseal the restored snapshot at {addr} ({detail}); they must be the keys of the cluster the snapshot was taken from"

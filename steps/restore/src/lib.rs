@@ -13,10 +13,15 @@
 //!   undone; if it fails nothing is restored), then the snapshot is POSTed to the leader
 //!   (`snapshot-force` with `RESTORE_FORCE=true`), and the step waits for a leader and says
 //!   whether the cluster is sealed.
-//! - `drill`: the snapshot goes into a fresh throw-away node (the Task's sidecar), which is
-//!   initialized, restored with `snapshot-force`, unsealed with the source cluster's keys and
+//! - `drill`: the snapshot goes into a fresh throw-away node (the Task's sidecar), which says
+//!   its seal (`sys/seal-status`); it is initialized, restored with `snapshot-force`, then
+//!   unsealed with the source cluster's keys (Shamir) or left to unseal itself (an
+//!   auto-unseal, whose recovery keys are proven when `DRILL_RECOVERY_KEYS_FILE` exists), and
 //!   logged in to with the backup's own login; the canary is checked (required when
 //!   `CANARY_PATH` is set) and the raft index reported.
+//!
+//! A snapshot whose seal (its manifest's `seal_type`, or its own data's `core/seal-config`)
+//! differs from the target's is refused before anything is sent: its keyring would never open.
 //!
 //! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault),
 //! [`metrics`] (what a run pushes to a Pushgateway).
@@ -52,7 +57,8 @@ AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT; VAU
 VAULT_SKIP_VERIFY, VAULT_NAMESPACE, one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID +
 VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name, and
 @<target cluster_name> for a forced restore into another cluster than the snapshot's source),
-RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE, CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT (each phase:
+RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE (read for a Shamir scratch node only),
+DRILL_RECOVERY_KEYS_FILE (auto-unseal: proven when the file exists), CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT (each phase:
 the fetch, each wait, the safety snapshot, the restore request; default 5m); RESULTS_DIR
 or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot.
 Exit codes: 0 done, 1 failed, 2 invalid configuration (or RESTORE_CONFIRM not naming the snapshot).";
@@ -101,7 +107,9 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             None,
         ),
         Mode::Drill {
-            unseal_keys_file, ..
+            unseal_keys_file,
+            recovery_keys_file,
+            ..
         } => (
             None,
             Some(
@@ -109,6 +117,7 @@ async fn run_inner(config: &Config) -> Result<Summary> {
                     &vault,
                     &config.vault.addr,
                     unseal_keys_file.as_deref(),
+                    recovery_keys_file.as_deref(),
                     config.timeout,
                 )
                 .await?,

@@ -171,6 +171,40 @@ fn a_transit_sealed_cluster_is_backed_up_drilled_without_unseal_keys_and_restore
     );
     assert!(!stderr.contains(source.root_token()) && !stderr.contains(source.recovery_key()));
 
+    // DRILL_RECOVERY_KEYS_FILE, where the Secret is mounted: the source's recovery key is
+    // proven on the restored data, another is refused.
+    for (key, want) in [
+        (source.recovery_key(), 0),
+        ("c2VjcmV0LWJ1dC1ub3QtdGhlLWtleQ==", 1),
+    ] {
+        let scratch = SealedScratch::start(&seal);
+        let ws = tempfile::tempdir().unwrap();
+        let keys = ws.path().join("recovery-keys");
+        std::fs::write(&keys, format!("{key}\n")).unwrap();
+        let (code, stderr) = run(
+            &restore_bin(),
+            &env(&[
+                ("RESTORE_MODE", "drill"),
+                ("VAULT_ADDR", scratch.addr()),
+                ("VAULT_TOKEN", source.root_token()),
+                ("SNAPSHOT_DIR", &s(ws.path())),
+                ("BACKUP_DIR", &s(bk.path())),
+                ("DRILL_RECOVERY_KEYS_FILE", &s(&keys)),
+                ("CANARY_PATH", CANARY),
+            ]),
+        );
+        assert_eq!(code, want, "{stderr}\n--- scratch ---\n{}", scratch.log());
+        if want == 0 {
+            assert!(stderr.contains("recovery keys ok"), "{stderr}");
+        } else {
+            assert!(
+                stderr.contains("the recovery keys in DRILL_RECOVERY_KEYS_FILE are not those of the restored snapshot"),
+                "{stderr}"
+            );
+        }
+        assert!(!stderr.contains(key), "a key in the log");
+    }
+
     // The restore into a fresh transit-sealed cluster: the old secrets read back.
     let target = SealedCluster::start(3, &seal);
     target.kv2_put("prior", "state", "the-target-before");

@@ -14,8 +14,8 @@ pub mod error;
 pub mod save;
 
 pub use client::{
-    AutopilotServer, AutopilotState, ClusterIdentity, Init, Leader, LeaderInfo, SealStatus, Unseal,
-    Vault,
+    AutopilotServer, AutopilotState, ClusterIdentity, Init, Leader, LeaderInfo, RecoveryProof,
+    SealStatus, Unseal, Vault,
 };
 pub use config::{Auth, Tls, VaultEnv, VaultSettings};
 pub use error::{Error, Result};
