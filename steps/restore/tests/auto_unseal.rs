@@ -112,6 +112,8 @@ fn cluster_name(status: &Value) -> String {
 }
 
 #[test]
+// One story: the backup, its drills and its restore share the source and the KMS.
+#[allow(clippy::too_many_lines)]
 fn a_transit_sealed_cluster_is_backed_up_drilled_without_unseal_keys_and_restored() {
     let kms = Kms::start();
     let seal = kms.seal_stanza(None);
