@@ -203,7 +203,8 @@ pub struct SealedCluster {
 
 impl SealedCluster {
     /// Starts `n` nodes with `seal`, initializes node 1 with one recovery key, joins the others
-    /// (each unseals itself through the seal) and waits until all are voters.
+    /// (each unseals itself through the seal) and waits until all are voters and autopilot
+    /// calls them healthy.
     ///
     /// # Panics
     /// If the cluster does not come up.
@@ -278,6 +279,25 @@ impl SealedCluster {
                         s.len() == n && s.iter().all(|p| p["voter"] == Value::Bool(true))
                     })
             });
+            // Autopilot's state (what the snapshot step records) lags the raft configuration.
+            wait_until(
+                &format!("autopilot to list {n} healthy voters"),
+                Duration::from_secs(60),
+                || {
+                    let state: Value = cluster
+                        .try_bao(
+                            0,
+                            &["read", "-format=json", "sys/storage/raft/autopilot/state"],
+                        )
+                        .ok()
+                        .and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or(Value::Null);
+                    state["data"]["healthy"] == true
+                        && state["data"]["voters"]
+                            .as_array()
+                            .is_some_and(|v| v.len() == n)
+                },
+            );
         }
         cluster
     }
