@@ -299,3 +299,68 @@ async fn attempt_once(config: &Config, vault: &Vault, attempt: u32) -> Result<Su
         manifest,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_backup_vault::AutopilotServer;
+
+    fn state(
+        leader: &str,
+        term: u64,
+        healthy: bool,
+        tolerance: u64,
+        voters: usize,
+    ) -> AutopilotState {
+        let ids: Vec<String> = (1..=voters).map(|i| format!("node{i}")).collect();
+        AutopilotState {
+            healthy,
+            failure_tolerance: tolerance,
+            leader: leader.to_owned(),
+            voters: ids.clone(),
+            servers: ids
+                .iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        AutopilotServer {
+                            last_term: term,
+                            last_index: 100,
+                            healthy: true,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_election_while_streaming_is_a_term_or_leader_change() {
+        let before = state("node1", 3, true, 1, 3);
+        assert!(!term_changed(&before, &state("node1", 3, true, 1, 3)));
+        assert!(term_changed(&before, &state("node1", 4, true, 1, 3)));
+        assert!(term_changed(&before, &state("node2", 3, true, 1, 3)));
+    }
+
+    #[test]
+    fn one_warning_for_a_degraded_cluster_none_for_one_or_two_voters() {
+        let h = health_of(&state("node1", 3, false, 0, 3));
+        assert_eq!(h.status, HealthStatus::Unhealthy);
+        assert_eq!(
+            (h.leader_id.as_deref(), h.leader_term, h.leader_last_index),
+            (Some("node1"), Some(3), Some(100))
+        );
+        let w = health_warning(&h).expect("a warning");
+        assert!(
+            w.contains("unhealthy")
+                && w.contains("failure tolerance is 0 (3 voter(s): node1, node2, node3)"),
+            "{w}"
+        );
+        assert!(health_warning(&health_of(&state("node1", 3, true, 1, 3))).is_none());
+        assert!(health_warning(&health_of(&state("node1", 3, true, 0, 1))).is_none());
+        assert!(health_warning(&health_of(&state("node1", 3, true, 0, 2))).is_none());
+        let w = health_warning(&health_of(&state("node1", 3, true, 0, 5))).expect("a warning");
+        assert!(!w.contains("unhealthy"), "{w}");
+        assert!(health_warning(&ClusterHealth::unknown("403")).is_none());
+    }
+}
