@@ -230,7 +230,8 @@ pub fn check_seal(scratch: &Scratch, source: Option<&str>, name: &str, addr: &Ur
 /// snapshot `fetched`.
 ///
 /// # Errors
-/// [`Error::WrongUnsealKeys`], [`Error::WrongRecoveryKeys`], [`Error::Timeout`],
+/// [`Error::WrongUnsealKeys`], [`Error::WrongRecoveryKeys`], [`Error::ScratchSealed`],
+/// [`Error::Timeout`],
 /// [`Error::CanaryNotRecorded`],
 /// [`Error::CanaryMissing`], [`Error::CanaryMismatch`], or the Vault errors of each request.
 #[allow(clippy::too_many_arguments)]
@@ -285,21 +286,7 @@ pub async fn run(
         // OpenBao reloads the restored keyring through the auto-unseal seal itself
         // (raftSnapshotRestoreCallback: "reloading using auto seal"); where the seal cannot
         // open it (another KMS key) the node seals and stays sealed.
-        wait_for(
-            format!(
-                "the scratch node at {addr} did not unseal itself with its {} seal after the restore (its seal must reach the same key as the source cluster's)",
-                scratch.seal_type
-            ),
-            timeout,
-            // The restore is applied after its 204, and the throw-away keyring stays unsealed
-            // until then: the backup's own login, which exists only in the restored data, is
-            // what tells the two apart.
-            || async {
-                let active = vault.leader_info(addr).await.ok().is_some_and(|i| i.is_self);
-                (active && vault.login(addr, auth).await.is_ok()).then_some(())
-            },
-        )
-        .await?;
+        wait_auto_unsealed(vault, addr, auth, &scratch.seal_type, timeout).await?;
         tracing::info!(node = %addr, seal = %scratch.seal_type, "the restored data unsealed itself with the auto-unseal seal");
     }
     wait_active(vault, addr, timeout).await?;
@@ -341,6 +328,51 @@ pub async fn run(
         raft_index: restored,
         canary,
     })
+}
+
+/// Waits until an auto-unseal scratch node has reloaded the restored keyring through its seal.
+/// The restore is applied after its 204 and the throw-away keyring stays unsealed until then:
+/// the backup's own login, which exists only in the restored data, tells the two apart. A node
+/// whose seal cannot open the keyring seals for good: sealed at two polls in a row ends the
+/// wait at once rather than at the timeout.
+async fn wait_auto_unsealed(
+    vault: &Vault,
+    addr: &Url,
+    auth: &Auth,
+    seal_type: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut sealed_before = false;
+    loop {
+        let sealed = vault.seal_status(addr).await.ok().is_some_and(|s| s.sealed);
+        if sealed && sealed_before {
+            return Err(Error::ScratchSealed {
+                addr: addr.to_string(),
+                seal_type: seal_type.to_owned(),
+            });
+        }
+        sealed_before = sealed;
+        if !sealed
+            && vault
+                .leader_info(addr)
+                .await
+                .ok()
+                .is_some_and(|i| i.is_self)
+            && vault.login(addr, auth).await.is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!(
+                    "the scratch node at {addr} did not unseal itself with its {seal_type} seal after the restore, nor did the backup's login work there"
+                ),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The recovery keys of an auto-unsealed source are what its operators hold for the bad day

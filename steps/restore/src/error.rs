@@ -189,6 +189,17 @@ pub enum Error {
         /// The safety snapshot's name.
         safety: String,
     },
+    /// The auto-unseal scratch node sealed after the restore: its seal cannot open the
+    /// restored keyring.
+    #[error(
+        "the scratch node at {addr} sealed after the restore: its {seal_type} seal could not open the restored keyring, which the source cluster's seal sealed; give the drill's node the source cluster's seal stanza, reaching the same key (for transit: the same address, mount_path and key_name)"
+    )]
+    ScratchSealed {
+        /// The node.
+        addr: String,
+        /// Its seal type.
+        seal_type: String,
+    },
     /// The recovery keys do not match the restored data's recovery configuration.
     #[error(
         "the recovery keys in DRILL_RECOVERY_KEYS_FILE are not those of the restored snapshot at {addr} ({detail}); they must be the recovery keys of the cluster the snapshot was taken from"

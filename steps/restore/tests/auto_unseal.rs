@@ -380,6 +380,64 @@ fn restores_across_seal_types_fail_naming_both_seals() {
         shamir_intact();
     }
 
+    // The same seal type with another KMS key: nothing tells them apart before the restore.
+    // The cluster restore replaces the data, the target seals, the step fails naming the
+    // safety snapshot; the drill's node seals and the drill says why at once.
+    kms.create_key("another");
+    let other_seal = kms.seal_stanza(Some("another"));
+    let other = SealedCluster::start(1, &other_seal);
+    let (code, stderr, ws) = restore_into(
+        other.addr(0),
+        other.root_token(),
+        bk_t.path(),
+        &t_name,
+        &format!("{t_name}@{}", cluster_name(&other.status(0))),
+        true,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("is sealed after the restore")
+            && stderr.contains("its transit seal could not open the restored keyring")
+            && stderr.contains("the safety snapshot pre-restore-"),
+        "{stderr}"
+    );
+    assert!(
+        files(ws.path())
+            .iter()
+            .any(|f| f.starts_with("pre-restore-")),
+        "the safety snapshot is there"
+    );
+    eprintln!(
+        "a transit snapshot forced into a cluster sealed by another transit key: status afterwards {}",
+        other.status(0)
+    );
+    assert_eq!(other.status(0)["sealed"], true);
+    let scratch = SealedScratch::start(&other_seal);
+    let ws = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (code, stderr) = run(
+        &restore_bin(),
+        &env(&[
+            ("RESTORE_MODE", "drill"),
+            ("VAULT_ADDR", scratch.addr()),
+            ("VAULT_TOKEN", transit.root_token()),
+            ("SNAPSHOT_DIR", &s(ws.path())),
+            ("BACKUP_DIR", &s(bk_t.path())),
+            ("RESTORE_TIMEOUT", "2m"),
+        ]),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "sealed after the restore: its transit seal could not open the restored keyring"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "said at once, not at RESTORE_TIMEOUT"
+    );
+
     // The drill: a Shamir scratch node without the unseal keys file stops with exit 2 naming
     // the variable before anything is fetched; with a keys file, a transit snapshot is refused
     // before anything is sent to the node, naming both seals.
