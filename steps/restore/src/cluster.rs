@@ -43,7 +43,7 @@ pub async fn prepare(
     let leader = vault.find_leader(addr).await?;
     match &leader.cluster {
         Some(c) => {
-            tracing::info!(leader = %leader.addr, cluster_name = %c.cluster_name, cluster_id = %c.cluster_id, version = leader.version.as_deref().unwrap_or("unknown"), "restore target");
+            tracing::info!(leader = %leader.addr, cluster_name = %c.cluster_name, cluster_id = %c.cluster_id, version = leader.version.as_deref().unwrap_or("unknown"), seal = leader.seal_type.as_deref().unwrap_or("unknown"), "restore target");
         }
         None => {
             tracing::warn!(leader = %leader.addr, "restore target: it does not say which cluster it is (sys/health)");
