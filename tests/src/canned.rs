@@ -137,6 +137,10 @@ fn tls_config(files: &TlsFiles) -> Arc<rustls::ServerConfig> {
 }
 
 impl CannedVault {
+    /// The token that makes `sys/storage/raft/autopilot/state` answer, with the leader's
+    /// term moving on with every snapshot served: an election while each snapshot streams.
+    pub const ELECTION_TOKEN: &'static str = "s.canned-election";
+
     /// Starts on a free port as a healthy active node. The snapshot path answers `plan[0]` for
     /// the first request, `plan[1]` for the second, and the last entry for every request after
     /// that.
@@ -307,12 +311,35 @@ fn serve<C: Conn>(stream: C, shared: &Shared) {
                     }
                 }
             }
+            // Only for ELECTION_TOKEN: an election during every snapshot stream (the leader's
+            // term is 3 plus the snapshots served so far). Other tokens get the 404 every
+            // unknown path gets, so other tests see an unknown health.
+            "/v1/sys/storage/raft/autopilot/state"
+                if headers_have(&shared.seen, "x-vault-token", CannedVault::ELECTION_TOKEN) =>
+            {
+                let term = 3 + shared.count.load(Ordering::SeqCst);
+                json(
+                    out,
+                    200,
+                    &format!(
+                        r#"{{"data":{{"healthy":true,"failure_tolerance":1,"leader":"node1","voters":["node1","node2","node3"],"servers":{{"node1":{{"last_term":{term},"last_index":100,"healthy":true}}}}}}}}"#
+                    ),
+                )
+            }
             _ => json(out, 404, r#"{"errors":[]}"#),
         };
         if !keep_going {
             return;
         }
     }
+}
+
+/// Whether the last request seen carried header `name` with `value`.
+fn headers_have(seen: &Mutex<Vec<SeenRequest>>, name: &str, value: &str) -> bool {
+    seen.lock()
+        .expect("requests lock")
+        .last()
+        .is_some_and(|r| r.headers.iter().any(|(n, v)| n == name && v == value))
 }
 
 fn json(out: &mut impl Write, status: u16, body: &str) -> bool {

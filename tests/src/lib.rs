@@ -27,4 +27,5 @@ pub mod runner;
 pub mod seaweed;
 pub mod strip_proxy;
 pub mod throttle;
+pub mod transit;
 pub mod venv;

@@ -201,6 +201,75 @@ pub struct Manifest {
     /// name apart. Absent as `cluster_name` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// The seal of that cluster as its `sys/seal-status` said (`shamir`, `transit`, `awskms`,
+    /// ...): the restored keyring opens only with the same kind of seal (the same unseal keys,
+    /// or the same KMS key), so a restore into a cluster of another seal is refused before
+    /// anything is sent. Absent in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_type: Option<String>,
+    /// The cluster's health (raft autopilot) just before the snapshot: a degraded cluster is
+    /// when a backup matters most, so one is never refused, but its state is recorded. Absent
+    /// in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ClusterHealth>,
+}
+
+/// Whether the cluster's health could be read, and what autopilot said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Autopilot says `healthy: true`.
+    Healthy,
+    /// Autopilot says `healthy: false` (a voter down, lagging or unreachable).
+    Unhealthy,
+    /// The state could not be read (e.g. a policy without `sys/storage/raft/autopilot/state`).
+    Unknown,
+}
+
+/// The cluster's state as `sys/storage/raft/autopilot/state` said just before a snapshot.
+/// With [`HealthStatus::Unknown`] every other field is absent and `reason` says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    /// `healthy`, `unhealthy` or `unknown`.
+    pub status: HealthStatus,
+    /// Autopilot's `healthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Autopilot's `failure_tolerance`: how many voters may fail without losing quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_tolerance: Option<u64>,
+    /// The raft node id of the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<String>,
+    /// The leader's raft term (its `last_term`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_term: Option<u64>,
+    /// The leader's last raft index (its `last_index`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_last_index: Option<u64>,
+    /// The raft node ids of the voters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<String>,
+    /// Why the health is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ClusterHealth {
+    /// The health of a cluster whose state could not be read, and why.
+    #[must_use]
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Self {
+            status: HealthStatus::Unknown,
+            healthy: None,
+            failure_tolerance: None,
+            leader_id: None,
+            leader_term: None,
+            leader_last_index: None,
+            voters: Vec::new(),
+            reason: Some(reason.into()),
+        }
+    }
 }
 
 /// A KV v2 secret written into the cluster just before a snapshot, and its exact value: the
@@ -483,6 +552,8 @@ mod tests {
             canary: None,
             cluster_name: None,
             cluster_id: None,
+            seal_type: None,
+            health: None,
         }
     }
 

@@ -43,7 +43,7 @@ pub async fn prepare(
     let leader = vault.find_leader(addr).await?;
     match &leader.cluster {
         Some(c) => {
-            tracing::info!(leader = %leader.addr, cluster_name = %c.cluster_name, cluster_id = %c.cluster_id, version = leader.version.as_deref().unwrap_or("unknown"), "restore target");
+            tracing::info!(leader = %leader.addr, cluster_name = %c.cluster_name, cluster_id = %c.cluster_id, version = leader.version.as_deref().unwrap_or("unknown"), seal = leader.seal_type.as_deref().unwrap_or("unknown"), "restore target");
         }
         None => {
             tracing::warn!(leader = %leader.addr, "restore target: it does not say which cluster it is (sys/health)");
@@ -100,6 +100,28 @@ pub async fn prepare(
         }
     }
     Ok(Prepared { leader, token })
+}
+
+/// Fails when the snapshot's source seal (`source`: the manifest's, or the snapshot data's own
+/// `core/seal-config`) is of another kind than the target's: the restored keyring would open
+/// with neither, and a forced restore would leave the cluster sealed for good. `done` says
+/// what has been done so far (nothing sent to the target either way).
+///
+/// # Errors
+/// [`Error::SealsDiffer`].
+pub fn check_seal(name: &str, source: Option<&str>, leader: &Leader, done: &str) -> Result<()> {
+    match (source, leader.seal_type.as_deref()) {
+        (Some(source), Some(target)) if source != target => Err(Error::SealsDiffer {
+            name: name.to_owned(),
+            source_seal: source.to_owned(),
+            target: format!("the cluster at {}", leader.addr),
+            target_seal: target.to_owned(),
+            hint: format!(
+                "{done}; restore it into a cluster with the source's seal (for an auto-unseal, the same KMS key)"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the snapshot in `manifest` comes from another cluster than `target`: `None` where
@@ -230,6 +252,7 @@ pub async fn safety_snapshot(
         prefix: SAFETY_PREFIX,
         tool: concat!("vault-restore ", env!("CARGO_PKG_VERSION")),
         canary: None,
+        health: None,
     };
     let saved = save_snapshot(vault, leader, token, timeout, target).await?;
     tracing::info!(
@@ -281,5 +304,128 @@ pub async fn wait_for_leader_or_seal(vault: &Vault, addr: &Url, timeout: Duratio
             });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use vault_backup_common::ExitStatus;
+
+    fn manifest(source: Option<(&str, &str)>) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "manifest_version": 1, "name": "vault-20261124T063700Z",
+            "file": "vault-20261124T063700Z.snap", "bytes": 1, "sha256": "0".repeat(64),
+            "created_at": "2026-11-24T06:37:00Z", "leader_address": "http://127.0.0.1:8200",
+            "server_version": null, "raft_index": 1, "raft_term": 1, "tool": "test"
+        }))
+        .unwrap();
+        m.cluster_name = source.map(|s| s.0.to_owned());
+        m.cluster_id = source.map(|s| s.1.to_owned());
+        m
+    }
+
+    fn leader(target: Option<(&str, &str)>) -> Leader {
+        Leader {
+            addr: Url::parse("http://127.0.0.1:8200").unwrap(),
+            version: None,
+            cluster: target.map(|(n, i)| ClusterIdentity {
+                cluster_name: n.into(),
+                cluster_id: i.into(),
+            }),
+            seal_type: None,
+        }
+    }
+
+    const PROD: Option<(&str, &str)> = Some(("prod", "id-prod"));
+    const DR: Option<(&str, &str)> = Some(("dr", "id-dr"));
+
+    #[rstest]
+    // Into the snapshot's own cluster: the name alone, forced or not; @ its name too.
+    #[case(PROD, PROD, None, true, None)]
+    #[case(PROD, PROD, None, false, None)]
+    #[case(PROD, PROD, Some("prod"), true, None)]
+    // Into another cluster, forced: only with @ the target's name.
+    #[case(
+        PROD,
+        DR,
+        None,
+        true,
+        Some(
+            "names only the snapshot, but vault-20261124T063700Z was taken from prod (cluster_id id-prod) and VAULT_ADDR leads another cluster, dr (cluster_id id-dr)"
+        )
+    )]
+    #[case(PROD, DR, Some("dr"), true, None)]
+    #[case(
+        PROD,
+        DR,
+        Some("prod"),
+        true,
+        Some("names the target cluster \"prod\", but VAULT_ADDR leads dr (cluster_id id-dr)")
+    )]
+    // Unforced into another cluster: the server refuses it; the hint says why.
+    #[case(PROD, DR, None, false, None)]
+    // An older manifest: the snapshot alone confirms (with a warning).
+    #[case(None, DR, None, true, None)]
+    #[case(None, DR, Some("dr"), true, None)]
+    // A target that does not say its name cannot be confirmed by name.
+    #[case(
+        PROD,
+        None,
+        Some("dr"),
+        true,
+        Some("but the target does not say its cluster_name")
+    )]
+    #[case(PROD, None, None, true, None)]
+    fn a_forced_restore_into_another_cluster_names_it(
+        #[case] source: Option<(&str, &str)>,
+        #[case] target: Option<(&str, &str)>,
+        #[case] at: Option<&str>,
+        #[case] force: bool,
+        #[case] refused: Option<&str>,
+    ) {
+        let m = manifest(source);
+        let got = confirm_target(
+            "vault-20261124T063700Z",
+            at,
+            force,
+            Some(&m),
+            &leader(target),
+        );
+        match (got, refused) {
+            (Ok(()), None) => {}
+            (Err(e), Some(want)) => {
+                assert_eq!(e.exit_code(), 2);
+                assert!(e.to_string().contains(want), "{e}");
+            }
+            (got, want) => panic!("{got:?}, wanted {want:?}"),
+        }
+    }
+
+    #[test]
+    fn the_hash_file_hint_says_which_case_it_is() {
+        let ident = |t: Option<(&str, &str)>| {
+            t.map(|(n, i)| ClusterIdentity {
+                cluster_name: n.into(),
+                cluster_id: i.into(),
+            })
+        };
+        let other = hash_file_hint("s", Some(&manifest(PROD)), ident(DR).as_ref());
+        assert!(
+            other.contains("another cluster than the target dr")
+                && other.contains("RESTORE_CONFIRM=s@dr"),
+            "{other}"
+        );
+        let same = hash_file_hint("s", Some(&manifest(PROD)), ident(PROD).as_ref());
+        assert!(
+            same.contains("this very cluster") && same.contains("RESTORE_FORCE is not the fix"),
+            "{same}"
+        );
+        let unknown = hash_file_hint("s", Some(&manifest(None)), ident(DR).as_ref());
+        assert!(
+            unknown.contains("does not record its source cluster") && unknown.contains("s@dr"),
+            "{unknown}"
+        );
     }
 }

@@ -56,6 +56,7 @@ pub struct RestoreEnv {
     pub restore_confirm: Option<String>,
     pub restore_force: Option<String>,
     pub drill_unseal_keys_file: Option<String>,
+    pub drill_recovery_keys_file: Option<String>,
     pub canary_path: Option<String>,
     pub canary_mount: Option<String>,
     pub restore_timeout: Option<String>,
@@ -65,7 +66,8 @@ pub struct RestoreEnv {
 /// sync step reads them) and the Vault ones (as the snapshot step reads them).
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
-    /// `RESTORE_*`, `SNAPSHOT_*`, `BACKUP_DIR`, `DRILL_UNSEAL_KEYS_FILE`, `CANARY_*`.
+    /// `RESTORE_*`, `SNAPSHOT_*`, `BACKUP_DIR`, `DRILL_UNSEAL_KEYS_FILE`,
+    /// `DRILL_RECOVERY_KEYS_FILE`, `CANARY_*`.
     #[serde(flatten)]
     pub restore: RestoreEnv,
     /// The bucket claim's or the plain S3 variables.
@@ -112,9 +114,14 @@ pub enum Mode {
     },
     /// Restore into the throw-away node at `VAULT_ADDR` and prove the snapshot.
     Drill {
-        /// The unseal keys of the source cluster (`DRILL_UNSEAL_KEYS_FILE`, one per line);
-        /// empty when the seal auto-unseals.
-        unseal_keys: Vec<Secret>,
+        /// `DRILL_UNSEAL_KEYS_FILE`: the source cluster's unseal keys, one per line. Read only
+        /// when the scratch node's seal is Shamir (the node says which, `sys/seal-status`):
+        /// the drill Task always sets the variable and its Secret is optional, so the file may
+        /// be absent with an auto-unseal.
+        unseal_keys_file: Option<PathBuf>,
+        /// `DRILL_RECOVERY_KEYS_FILE`: the source cluster's recovery keys (auto-unseal), one
+        /// per line; when the file exists the drill proves them on the restored data.
+        recovery_keys_file: Option<PathBuf>,
         /// `(mount, path)` of the canary from `CANARY_MOUNT`/`CANARY_PATH`, if set.
         canary: Option<(String, String)>,
     },
@@ -217,12 +224,20 @@ fn check_confirm(confirm: &str, snapshot_name: Option<&str>) -> Result<(), Confi
     Ok(())
 }
 
-/// Reads `DRILL_UNSEAL_KEYS_FILE`: one key per line, blank lines ignored.
-fn unseal_keys(path: Option<&str>) -> Result<Vec<Secret>, ConfigError> {
-    let Some(path) = path else {
-        return Ok(Vec::new());
-    };
-    let text = env::read_secret_file("DRILL_UNSEAL_KEYS_FILE", std::path::Path::new(path.trim()))?;
+/// Reads a keys file (`var` names it): one key per line, blank lines ignored. `Ok(None)` when
+/// the file does not exist (an optional Secret not mounted); a file that exists but cannot be
+/// read or holds no key is an error naming `var`.
+///
+/// # Errors
+/// A [`ConfigError`] naming `var` and the file.
+pub fn read_keys(
+    var: &'static str,
+    path: &std::path::Path,
+) -> Result<Option<Vec<Secret>>, ConfigError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = env::read_secret_file(var, path)?;
     let keys: Vec<Secret> = text
         .expose()
         .lines()
@@ -232,11 +247,18 @@ fn unseal_keys(path: Option<&str>) -> Result<Vec<Secret>, ConfigError> {
         .collect();
     if keys.is_empty() {
         return Err(ConfigError::new(
-            "DRILL_UNSEAL_KEYS_FILE",
-            format!("{path} holds no key; write one unseal key per line"),
+            var,
+            format!("{} holds no key; write one key per line", path.display()),
         ));
     }
-    Ok(keys)
+    Ok(Some(keys))
+}
+
+fn path_var(value: Option<&str>) -> Option<PathBuf> {
+    value
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -276,7 +298,8 @@ impl TryFrom<RawConfig> for Config {
                 }
             }
             Mode::Drill {
-                unseal_keys: unseal_keys(raw.drill_unseal_keys_file.as_deref())?,
+                unseal_keys_file: path_var(raw.drill_unseal_keys_file.as_deref()),
+                recovery_keys_file: path_var(raw.drill_recovery_keys_file.as_deref()),
                 canary: canary_location(raw.canary_path.as_deref(), raw.canary_mount.as_deref())?,
             }
         } else {
@@ -284,6 +307,10 @@ impl TryFrom<RawConfig> for Config {
                 (
                     "DRILL_UNSEAL_KEYS_FILE",
                     raw.drill_unseal_keys_file.is_some(),
+                ),
+                (
+                    "DRILL_RECOVERY_KEYS_FILE",
+                    raw.drill_recovery_keys_file.is_some(),
                 ),
                 ("CANARY_PATH", raw.canary_path.is_some()),
                 ("CANARY_MOUNT", raw.canary_mount.is_some()),
@@ -377,30 +404,53 @@ mod tests {
     }
 
     #[test]
-    fn a_drill_reads_the_keys_and_the_canary() {
+    fn a_drill_reads_the_keys_when_needed_and_an_absent_file_is_no_error() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let keys = dir.path().join("keys");
         std::fs::write(&keys, "key-one\n\n key-two \n").unwrap();
+        let absent = dir.path().join("recovery-keys");
         let c = config(
             d,
             &[
                 ("RESTORE_MODE", "drill"),
                 ("DRILL_UNSEAL_KEYS_FILE", keys.to_str().unwrap()),
+                ("DRILL_RECOVERY_KEYS_FILE", absent.to_str().unwrap()),
                 ("CANARY_PATH", "vault-backup/canary"),
             ],
         )
         .unwrap();
         let Mode::Drill {
-            unseal_keys,
+            unseal_keys_file,
+            recovery_keys_file,
             canary,
         } = &c.mode
         else {
             panic!("drill");
         };
         assert_eq!(
-            unseal_keys,
-            &vec![Secret::new("key-one"), Secret::new("key-two")]
+            read_keys(
+                "DRILL_UNSEAL_KEYS_FILE",
+                unseal_keys_file.as_deref().unwrap()
+            )
+            .unwrap(),
+            Some(vec![Secret::new("key-one"), Secret::new("key-two")])
+        );
+        // The Secret is optional: the Task sets the variable, the file may not be there.
+        assert_eq!(
+            read_keys(
+                "DRILL_RECOVERY_KEYS_FILE",
+                recovery_keys_file.as_deref().unwrap()
+            )
+            .unwrap(),
+            None
+        );
+        std::fs::write(&absent, "\n \n").unwrap();
+        let err = read_keys("DRILL_RECOVERY_KEYS_FILE", &absent).unwrap_err();
+        assert!(
+            err.to_string().starts_with("DRILL_RECOVERY_KEYS_FILE: ")
+                && err.to_string().contains("is empty"),
+            "{err}"
         );
         assert_eq!(
             canary,
@@ -424,7 +474,7 @@ mod tests {
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "tape")], "RESTORE_FROM: expected s3 or dir")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FORCE", "maybe")], "RESTORE_FORCE: expected true or false")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_TIMEOUT", "soon")], "RESTORE_TIMEOUT: expected a positive duration")]
-    #[case(&[("RESTORE_MODE", "drill"), ("DRILL_UNSEAL_KEYS_FILE", "/nonexistent/keys")], "DRILL_UNSEAL_KEYS_FILE: cannot read /nonexistent/keys")]
+    #[case(&[("DRILL_RECOVERY_KEYS_FILE", "/keys"), ("RESTORE_CONFIRM", "x")], "DRILL_RECOVERY_KEYS_FILE: applies to RESTORE_MODE=drill only")]
     fn bad_configs_name_the_variable(#[case] pairs: &[(&str, &str)], #[case] want: &str) {
         let dir = tempfile::tempdir().unwrap();
         let err = config(dir.path().to_str().unwrap(), pairs)

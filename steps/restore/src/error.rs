@@ -155,13 +155,60 @@ pub enum Error {
         /// The node.
         addr: String,
     },
-    /// The restored node stays sealed and no keys were given.
+    /// The snapshot's source cluster and the target have seals of different kinds (Shamir and
+    /// an auto-unseal, or two auto-unseals): the restored keyring would not open.
     #[error(
-        "the scratch node at {addr} is sealed after the restore and DRILL_UNSEAL_KEYS_FILE is not set; give the source cluster's unseal keys (one per line) unless the seal auto-unseals"
+        "the seals differ: {name} was taken from a cluster with a {source_seal} seal, but {target} has a {target_seal} seal; the restored keyring opens only with the source's seal, so the restore would leave it sealed for good. {hint}"
     )]
-    NoUnsealKeys {
+    SealsDiffer {
+        /// The snapshot.
+        name: String,
+        /// The source cluster's seal type (the manifest's, or as the server's refusal says).
+        source_seal: String,
+        /// The target, e.g. `the cluster at https://vault-0:8200`.
+        target: String,
+        /// The target's seal type.
+        target_seal: String,
+        /// What was and was not done, and what to do.
+        hint: String,
+    },
+    /// The target auto-unseals and is sealed after the restore: its seal did not open the
+    /// restored keyring.
+    #[error(
+        "the cluster at {addr} is sealed after the restore of {name}: its {target_seal} seal could not open the restored keyring, which was sealed by the source cluster's seal ({source_seal}): the seals differ, or the KMS key is another. The cluster's data was replaced; the safety snapshot {safety} holds its state before the restore"
+    )]
+    SealedAfterRestore {
+        /// The leader the restore went to.
+        addr: String,
+        /// The snapshot.
+        name: String,
+        /// The target's seal type.
+        target_seal: String,
+        /// The source's seal type, or `unrecorded`.
+        source_seal: String,
+        /// The safety snapshot's name.
+        safety: String,
+    },
+    /// The auto-unseal scratch node sealed after the restore: its seal cannot open the
+    /// restored keyring.
+    #[error(
+        "the scratch node at {addr} sealed after the restore: its {seal_type} seal could not open the restored keyring, which the source cluster's seal sealed; give the drill's node the source cluster's seal stanza, reaching the same key (for transit: the same address, mount_path and key_name)"
+    )]
+    ScratchSealed {
         /// The node.
         addr: String,
+        /// Its seal type.
+        seal_type: String,
+    },
+    /// The recovery keys do not match the restored data's recovery configuration.
+    #[error(
+        "the recovery keys in DRILL_RECOVERY_KEYS_FILE are not those of the restored snapshot at {addr} ({detail}); they must be the recovery keys of the cluster the snapshot was taken from"
+    )]
+    WrongRecoveryKeys {
+        /// The node.
+        addr: String,
+        /// What the node said.
+        detail: String,
     },
     /// The unseal keys do not unseal the restored data.
     #[error(

@@ -13,10 +13,15 @@
 //!   undone; if it fails nothing is restored), then the snapshot is POSTed to the leader
 //!   (`snapshot-force` with `RESTORE_FORCE=true`), and the step waits for a leader and says
 //!   whether the cluster is sealed.
-//! - `drill`: the snapshot goes into a fresh throw-away node (the Task's sidecar), which is
-//!   initialized, restored with `snapshot-force`, unsealed with the source cluster's keys and
+//! - `drill`: the snapshot goes into a fresh throw-away node (the Task's sidecar), which says
+//!   its seal (`sys/seal-status`); it is initialized, restored with `snapshot-force`, then
+//!   unsealed with the source cluster's keys (Shamir) or left to unseal itself (an
+//!   auto-unseal, whose recovery keys are proven when `DRILL_RECOVERY_KEYS_FILE` exists), and
 //!   logged in to with the backup's own login; the canary is checked (required when
 //!   `CANARY_PATH` is set) and the raft index reported.
+//!
+//! A snapshot whose seal (its manifest's `seal_type`, or its own data's `core/seal-config`)
+//! differs from the target's is refused before anything is sent: its keyring would never open.
 //!
 //! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault),
 //! [`metrics`] (what a run pushes to a Pushgateway).
@@ -52,7 +57,8 @@ AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT; VAU
 VAULT_SKIP_VERIFY, VAULT_NAMESPACE, one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID +
 VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name, and
 @<target cluster_name> for a forced restore into another cluster than the snapshot's source),
-RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE, CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT (each phase:
+RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE (read for a Shamir scratch node only),
+DRILL_RECOVERY_KEYS_FILE (auto-unseal: proven when the file exists), CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT (each phase:
 the fetch, each wait, the safety snapshot, the restore request; default 5m); RESULTS_DIR
 or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot.
 Exit codes: 0 done, 1 failed, 2 invalid configuration (or RESTORE_CONFIRM not naming the snapshot).";
@@ -69,6 +75,8 @@ pub async fn run(config: Config) -> Result<Summary> {
     }
 }
 
+// One run in order, cheap checks first; splitting it would hide that order.
+#[allow(clippy::too_many_lines)]
 async fn run_inner(config: &Config) -> Result<Summary> {
     let started = Instant::now();
     let store = fetch::open(&config.source)?;
@@ -93,21 +101,51 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         "RESTORE_TIMEOUT",
     )?;
     // The cheap checks first: a wrong login or policy shows before a multi-GB fetch.
-    let prepared = match &config.mode {
-        Mode::Cluster { force, .. } => {
-            Some(cluster::prepare(&vault, &config.vault.addr, &config.vault.auth, *force).await?)
-        }
-        Mode::Drill { .. } => None,
+    let (prepared, scratch) = match &config.mode {
+        Mode::Cluster { force, .. } => (
+            Some(cluster::prepare(&vault, &config.vault.addr, &config.vault.auth, *force).await?),
+            None,
+        ),
+        Mode::Drill {
+            unseal_keys_file,
+            recovery_keys_file,
+            ..
+        } => (
+            None,
+            Some(
+                drill::prepare(
+                    &vault,
+                    &config.vault.addr,
+                    unseal_keys_file.as_deref(),
+                    recovery_keys_file.as_deref(),
+                    config.timeout,
+                )
+                .await?,
+            ),
+        ),
     };
     let sidecars = fetch::sidecars(store.as_ref(), &name).await?;
     match (&config.mode, &prepared) {
-        (Mode::Cluster { force, .. }, Some(p)) => cluster::confirm_target(
-            &name,
-            confirmed_target.as_deref(),
-            *force,
-            sidecars.manifest.as_ref(),
-            &p.leader,
-        )?,
+        (Mode::Cluster { force, .. }, Some(p)) => {
+            cluster::confirm_target(
+                &name,
+                confirmed_target.as_deref(),
+                *force,
+                sidecars.manifest.as_ref(),
+                &p.leader,
+            )?;
+            let source = sidecars
+                .manifest
+                .as_ref()
+                .and_then(|m| m.seal_type.as_deref());
+            if source.is_none() {
+                tracing::info!(
+                    target_seal = p.leader.seal_type.as_deref().unwrap_or("unknown"),
+                    "the manifest does not record the source cluster's seal; it is read from the snapshot's data once fetched"
+                );
+            }
+            cluster::check_seal(&name, source, &p.leader, "Nothing was fetched or restored")?;
+        }
         (
             Mode::Drill {
                 canary: Some(_), ..
@@ -122,6 +160,17 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         }
         _ => {}
     }
+    if let Some(scratch) = &scratch {
+        drill::check_seal(
+            scratch,
+            sidecars
+                .manifest
+                .as_ref()
+                .and_then(|m| m.seal_type.as_deref()),
+            &name,
+            &config.vault.addr,
+        )?;
+    }
     let fetched = fetch::fetch(
         store.as_ref(),
         &name,
@@ -130,6 +179,25 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         config.timeout,
     )
     .await?;
+    // The snapshot's own data says which seal opens its keyring (manifests written before the
+    // seal was recorded do not): checked again before anything is sent.
+    let data_seal = fetched.info.seal_type.as_deref();
+    if let Some(seal) = data_seal {
+        tracing::info!(
+            seal,
+            "the snapshot's data was sealed by this kind of seal (its core/seal-config)"
+        );
+    }
+    match (&prepared, &scratch) {
+        (Some(p), _) => cluster::check_seal(
+            &name,
+            data_seal,
+            &p.leader,
+            "The snapshot was fetched into SNAPSHOT_DIR, but nothing was sent to the cluster",
+        )?,
+        (None, Some(s)) => drill::check_seal(s, data_seal, &name, &config.vault.addr)?,
+        (None, None) => {}
+    }
     let mut summary = Summary {
         name: name.clone(),
         seconds: 0.0,
@@ -147,15 +215,12 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             let prepared = prepared.expect("prepared in cluster mode");
             restore_cluster(config, &vault, prepared, &fetched, *force, &mut summary).await?;
         }
-        Mode::Drill {
-            unseal_keys,
-            canary,
-        } => {
+        Mode::Drill { canary, .. } => {
             let proved = drill::run(
                 &vault,
                 &config.vault.addr,
                 &config.vault.auth,
-                unseal_keys,
+                scratch.as_ref().expect("prepared in drill mode"),
                 canary.is_some(),
                 &fetched,
                 config.timeout,
@@ -269,15 +334,46 @@ async fn restore_cluster(
                     leader.cluster.as_ref(),
                 );
                 detail.push_str(&format!(" ({hint})"));
+                // OpenBao says "different set of unseal keys" (a Shamir target) or "different
+                // autoseal key" (an auto-unseal target) whatever the snapshot's seal was.
+                detail.push_str(&format!(
+                    "; the target's seal is {}, the snapshot's source seal {}: if the two differ, the seals differ and no restore can open the snapshot's keyring there",
+                    leader.seal_type.as_deref().unwrap_or("unknown"),
+                    fetched
+                        .manifest
+                        .as_ref()
+                        .and_then(|m| m.seal_type.as_deref())
+                        .or(fetched.info.seal_type.as_deref())
+                        .unwrap_or("is recorded neither in its manifest nor in its data"),
+                ));
             }
             e
         })?;
     tracing::info!(leader = %leader.addr, name = %name, force, "snapshot restored");
     let sealed = cluster::wait_for_leader_or_seal(vault, &leader.addr, config.timeout).await?;
+    let target_seal = leader.seal_type.as_deref().unwrap_or("shamir");
+    if sealed && target_seal != "shamir" {
+        // An auto-unseal target reloads a restored keyring through its own seal; sealed, it
+        // could not: no key the operator holds opens it (recovery keys do not unseal).
+        summary.sealed = Some(true);
+        write(config, RESULT_SEALED, "true")?;
+        return Err(Error::SealedAfterRestore {
+            addr: leader.addr.to_string(),
+            name: name.clone(),
+            target_seal: target_seal.to_owned(),
+            source_seal: fetched
+                .manifest
+                .as_ref()
+                .and_then(|m| m.seal_type.clone())
+                .or_else(|| fetched.info.seal_type.clone())
+                .unwrap_or_else(|| "(unrecorded)".to_owned()),
+            safety: safety.name.clone(),
+        });
+    }
     if sealed {
         tracing::warn!(
             leader = %leader.addr,
-            "the cluster is sealed after the restore: the snapshot came from another cluster; unseal with the source cluster's keys"
+            "the cluster is sealed after the restore: the snapshot came from another cluster; unseal with the source cluster's keys (a snapshot of an auto-unsealed cluster opens with no unseal key: the seals would differ)"
         );
     } else {
         tracing::info!(leader = %leader.addr, "the cluster has a leader and is unsealed");

@@ -4,10 +4,32 @@
 
 use std::time::SystemTime;
 
-use vault_backup_common::metrics::{Metrics, Report, SNAPSHOT_BYTES, SNAPSHOT_RAFT_INDEX};
+use vault_backup_common::metrics::{Gauge, Metrics, Report, SNAPSHOT_BYTES, SNAPSHOT_RAFT_INDEX};
 
 use crate::error::Error;
 use crate::report::Summary;
+
+/// Whether the cluster was healthy (raft autopilot) when the snapshot was taken: 1 or 0.
+/// Not pushed when the health could not be read.
+pub const CLUSTER_HEALTHY: Gauge = Gauge {
+    name: "vault_backup_cluster_healthy",
+    help: "Whether raft autopilot said the cluster was healthy when the last snapshot was taken (1 healthy, 0 not)",
+    labels: &[],
+};
+/// How many voters the cluster could lose without losing quorum when the snapshot was taken.
+/// Not pushed when the health could not be read.
+pub const CLUSTER_FAILURE_TOLERANCE: Gauge = Gauge {
+    name: "vault_backup_cluster_failure_tolerance",
+    help: "Raft autopilot failure tolerance (voters that may fail without losing quorum) when the last snapshot was taken",
+    labels: &[],
+};
+/// How many raft voters the cluster had when the snapshot was taken (the alert on failure
+/// tolerance applies to clusters of three or more). Not pushed when the health is unknown.
+pub const CLUSTER_VOTERS: Gauge = Gauge {
+    name: "vault_backup_cluster_voters",
+    help: "Raft voters autopilot listed when the last snapshot was taken",
+    labels: &[],
+};
 
 /// The step name the snapshot step pushes under (the alert rules expect it).
 pub const STEP: &str = "vault-snapshot";
@@ -19,6 +41,16 @@ impl Report for Summary {
         metrics
             .set(SNAPSHOT_BYTES, self.bytes as f64)
             .set(SNAPSHOT_RAFT_INDEX, self.manifest.raft_index as f64);
+        // An unknown health pushes neither: "unknown" is not "healthy", nor "tolerates 0".
+        if let Some(h) = &self.manifest.health
+            && let (Some(healthy), Some(tolerance)) = (h.healthy, h.failure_tolerance)
+        {
+            #[allow(clippy::cast_precision_loss)]
+            metrics
+                .set(CLUSTER_HEALTHY, if healthy { 1.0 } else { 0.0 })
+                .set(CLUSTER_FAILURE_TOLERANCE, tolerance as f64)
+                .set(CLUSTER_VOTERS, h.voters.len() as f64);
+        }
     }
 }
 
@@ -48,6 +80,8 @@ mod tests {
             canary: None,
             cluster_name: None,
             cluster_id: None,
+            seal_type: None,
+            health: None,
         };
         let summary = Summary {
             name: manifest.name.clone(),
@@ -69,7 +103,34 @@ mod tests {
             text.contains("vault_backup_snapshot_raft_index 98765\n"),
             "{text}"
         );
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.len(), 2, "an unrecorded health pushes no cluster gauge");
+
+        let mut degraded = summary.clone();
+        degraded.manifest.health = Some(vault_backup_common::artifact::ClusterHealth {
+            status: vault_backup_common::artifact::HealthStatus::Unhealthy,
+            healthy: Some(false),
+            failure_tolerance: Some(0),
+            leader_id: Some("node1".into()),
+            leader_term: Some(3),
+            leader_last_index: Some(98_765),
+            voters: vec!["node1".into(), "node2".into(), "node3".into()],
+            reason: None,
+        });
+        let mut m = Metrics::new();
+        degraded.metrics(&mut m, SystemTime::now());
+        let text = m.render();
+        assert!(text.contains("vault_backup_cluster_healthy 0\n"), "{text}");
+        assert!(
+            text.contains("vault_backup_cluster_failure_tolerance 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("vault_backup_cluster_voters 3\n"), "{text}");
+        let mut unknown = summary.clone();
+        unknown.manifest.health =
+            Some(vault_backup_common::artifact::ClusterHealth::unknown("403"));
+        let mut m = Metrics::new();
+        unknown.metrics(&mut m, SystemTime::now());
+        assert_eq!(m.len(), 2, "an unknown health pushes no cluster gauge");
 
         let mut m = Metrics::new();
         Error::Interrupted("SIGTERM").metrics(&mut m, SystemTime::now());

@@ -406,3 +406,44 @@ fn version_flag_prints_the_version() {
         concat!("vault-snapshot ", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A real server will not hold an election on demand in the middle of a snapshot stream: the
+/// canned one says the leader's term moved on with every snapshot it served.
+#[test]
+fn an_election_while_the_snapshot_streamed_takes_it_once_more() {
+    let server = CannedVault::start(vec![Snapshot::Body(archive())]);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_bin(&[
+        ("VAULT_ADDR", server.addr()),
+        ("VAULT_TOKEN", CannedVault::ELECTION_TOKEN),
+        ("SNAPSHOT_DIR", &dir.path().display().to_string()),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        server.snapshot_requests(),
+        2,
+        "once more, and only once: {stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches(
+                "the leader's raft term changed while the snapshot streamed; taking it again (once)"
+            )
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let left = files(dir.path());
+    assert_eq!(
+        left.len(),
+        3,
+        "one snapshot, its manifest and checksum: {left:?}"
+    );
+    let json = left.iter().find(|f| f.ends_with(".snap.json")).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(json)).unwrap()).unwrap();
+    assert_eq!(
+        m["health"]["leader_term"], 4,
+        "the second take's state: {m}"
+    );
+}

@@ -67,6 +67,79 @@ pub struct ArchiveInfo {
     pub state_bytes: u64,
     /// Bytes after the end of the gzip stream (expected 0; logged if not).
     pub trailing_bytes: u64,
+    /// The seal of the cluster the snapshot was taken from, as its own data says (`shamir`,
+    /// `transit`, ...): `None` where `state.bin` holds no readable `core/seal-config`.
+    pub seal_type: Option<String>,
+}
+
+/// Finds the seal's configuration in `state.bin` as it streams past. OpenBao and Vault keep it
+/// in plain JSON under the physical key `core/seal-config` (it is read before the barrier is
+/// unsealed, so it is never encrypted), and the raft FSM snapshot is a stream of length-
+/// delimited protobuf `StorageEntry { key = 1; value = 2; }` (physical/raft/fsm.go `writeTo`).
+/// So the entry starts with the bytes `0a 10 "core/seal-config" 12 <varint length>` followed
+/// by `{"type":"shamir",...}`; the two tag bytes pin the exact key (not a namespace's).
+#[derive(Default)]
+struct SealSniffer {
+    window: Vec<u8>,
+    found: Option<String>,
+}
+
+impl SealSniffer {
+    const NEEDLE: &'static [u8] = b"\x0a\x10core/seal-config\x12";
+    /// Bytes kept between chunks: the needle and a seal configuration fit in it.
+    const KEEP: usize = 4096;
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.found.is_some() {
+            return;
+        }
+        self.window.extend_from_slice(chunk);
+        if let Some(at) = self
+            .window
+            .windows(Self::NEEDLE.len())
+            .position(|w| w == Self::NEEDLE)
+        {
+            let rest = &self.window[at + Self::NEEDLE.len()..];
+            if let Some(t) = Self::seal_type(rest) {
+                self.found = Some(t);
+                self.window = Vec::new();
+                return;
+            }
+            if rest.len() >= Self::KEEP {
+                // Not the shape expected: give up rather than guess.
+                self.found = Some(String::new());
+                return;
+            }
+            self.window.drain(..at);
+            return;
+        }
+        let cut = self.window.len().saturating_sub(Self::KEEP);
+        self.window.drain(..cut);
+    }
+
+    /// The `type` of the JSON value after the needle, once all of it is there.
+    fn seal_type(rest: &[u8]) -> Option<String> {
+        let (mut len, mut shift, mut i) = (0usize, 0u32, 0usize);
+        loop {
+            let b = *rest.get(i)?;
+            len |= usize::from(b & 0x7f) << shift;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 28 {
+                return Some(String::new());
+            }
+        }
+        let value = rest.get(i..i + len)?;
+        let v: serde_json::Value = serde_json::from_slice(value).unwrap_or_default();
+        Some(v["type"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn seal(self) -> Option<String> {
+        self.found.filter(|t| !t.is_empty())
+    }
 }
 
 #[derive(Deserialize)]
@@ -88,6 +161,7 @@ pub fn verify(input: impl BufRead) -> Result<ArchiveInfo, ArchiveError> {
     let mut digests: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut buf = vec![0u8; 256 << 10];
+    let mut sniffer = SealSniffer::default();
     for entry in archive.entries().map_err(ArchiveError::Malformed)? {
         let mut entry = entry.map_err(ArchiveError::Malformed)?;
         let name = entry
@@ -96,6 +170,7 @@ pub fn verify(input: impl BufRead) -> Result<ArchiveInfo, ArchiveError> {
             .to_string_lossy()
             .into_owned();
         let keep = name == "meta.json" || name == "SHA256SUMS";
+        let state = name == "state.bin";
         if keep && entry.size() > SMALL_LIMIT {
             return Err(ArchiveError::Sums(format!(
                 "member {name} is {} bytes, far too large",
@@ -111,6 +186,9 @@ pub fn verify(input: impl BufRead) -> Result<ArchiveInfo, ArchiveError> {
                 break;
             }
             hasher.update(&buf[..n]);
+            if state {
+                sniffer.feed(&buf[..n]);
+            }
             if keep {
                 kept.extend_from_slice(&buf[..n]);
             }
@@ -179,6 +257,7 @@ pub fn verify(input: impl BufRead) -> Result<ArchiveInfo, ArchiveError> {
         term: meta.term,
         state_bytes,
         trailing_bytes,
+        seal_type: sniffer.seal(),
     })
 }
 
@@ -242,9 +321,38 @@ pub(crate) mod tests {
                 index: 10,
                 term: 2,
                 state_bytes: 300_000,
-                trailing_bytes: 0
+                trailing_bytes: 0,
+                seal_type: None,
             }
         );
+    }
+
+    /// A `state.bin` holding the `core/seal-config` entry at `at`, as OpenBao writes it.
+    fn state_with_seal(at: usize, len: usize, json: &str) -> Vec<u8> {
+        let mut state = vec![0u8; len];
+        let mut entry = b"\x0a\x10core/seal-config\x12".to_vec();
+        entry.push(u8::try_from(json.len()).unwrap());
+        entry.extend_from_slice(json.as_bytes());
+        state[at..at + entry.len()].copy_from_slice(&entry);
+        state
+    }
+
+    #[test]
+    fn the_seal_type_is_read_from_state_bin_even_across_reads() {
+        let json = r#"{"type":"transit","secret_shares":1,"secret_threshold":1,"stored_shares":1}"#;
+        // Straddling the 256 KiB read buffer, and well inside it.
+        for at in [(256 << 10) - 10, 1000] {
+            let archive = whole(&state_with_seal(at, 300_000, json), 10, 2);
+            assert_eq!(
+                verify(&archive[..]).unwrap().seal_type.as_deref(),
+                Some("transit"),
+                "at {at}"
+            );
+        }
+        // A namespace's seal config (another key) is not the cluster's.
+        let mut state = state_with_seal(1000, 3000, json);
+        state[1001] = 0x1c;
+        assert_eq!(verify(&whole(&state, 10, 2)[..]).unwrap().seal_type, None);
     }
 
     #[test]

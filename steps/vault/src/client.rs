@@ -65,6 +65,9 @@ pub struct SealStatus {
     /// The seal type: `shamir`, or an auto-unseal (`transit`, `awskms`, ...).
     #[serde(default, rename = "type")]
     pub seal_type: Option<String>,
+    /// Whether the seal is an auto-unseal with recovery keys (`recovery_seal`).
+    #[serde(default)]
+    pub recovery_seal: bool,
     /// Keys needed to unseal.
     #[serde(default, rename = "t")]
     pub threshold: u32,
@@ -80,6 +83,25 @@ pub struct Init {
     pub root_token: Secret,
     /// The new unseal keys (shamir seal) or recovery keys (auto-unseal).
     pub keys: Vec<Secret>,
+}
+
+/// What recovery keys did on a node ([`Vault::prove_recovery_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryProof {
+    /// They reached the threshold and the node accepted them.
+    Proven,
+    /// The node refused them (its words; never a key).
+    Refused {
+        /// What it said, e.g. `root generation aborted: ...`.
+        detail: String,
+    },
+    /// Fewer keys than the threshold.
+    Incomplete {
+        /// Keys entered.
+        progress: u64,
+        /// Keys required.
+        required: u64,
+    },
 }
 
 /// How an unseal key was taken.
@@ -103,6 +125,50 @@ pub struct Leader {
     pub version: Option<String>,
     /// Which cluster it leads (`sys/health`), when it says.
     pub cluster: Option<ClusterIdentity>,
+    /// Its seal (`sys/seal-status` `type`: `shamir`, `transit`, ...), when it says.
+    pub seal_type: Option<String>,
+}
+
+/// What `sys/storage/raft/autopilot/state` said (the fields the snapshot step records).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AutopilotState {
+    /// Whether autopilot considers the cluster healthy.
+    #[serde(default)]
+    pub healthy: bool,
+    /// How many voters may fail without losing quorum.
+    #[serde(default)]
+    pub failure_tolerance: u64,
+    /// The raft node id of the leader.
+    #[serde(default)]
+    pub leader: String,
+    /// The raft node ids of the voters.
+    #[serde(default)]
+    pub voters: Vec<String>,
+    /// Each server by node id.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, AutopilotServer>,
+}
+
+/// One server in [`AutopilotState::servers`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AutopilotServer {
+    /// Its raft term as last seen.
+    #[serde(default)]
+    pub last_term: u64,
+    /// Its last raft index as last seen.
+    #[serde(default)]
+    pub last_index: u64,
+    /// Whether autopilot considers it healthy.
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+impl AutopilotState {
+    /// The leader's entry in [`Self::servers`].
+    #[must_use]
+    pub fn leader_server(&self) -> Option<&AutopilotServer> {
+        self.servers.get(&self.leader)
+    }
 }
 
 /// Which cluster a node belongs to, as `sys/health` says: what tells a restore's target apart
@@ -381,6 +447,7 @@ impl Vault {
             addr: leader,
             version: status.version,
             cluster,
+            seal_type: status.seal_type,
         })
     }
 
@@ -589,6 +656,40 @@ impl Vault {
         ))
     }
 
+    /// `GET sys/storage/raft/autopilot/state` at the leader: the cluster's health.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (a policy without `read` on the path), [`Error::Sealed`],
+    /// [`Error::Http`] or transport errors.
+    pub async fn autopilot_state(&self, leader: &Url, token: &Secret) -> Result<AutopilotState> {
+        const PATH: &str = "sys/storage/raft/autopilot/state";
+        let url = format!("{}/v1/{PATH}", base(leader));
+        let request = self
+            .http
+            .get(&url)
+            .headers(Self::token_header(leader, token)?);
+        let (status, body) = self
+            .exchange(leader, request, Duration::from_secs(30))
+            .await?;
+        if status.is_success() {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            return serde_json::from_value(v["data"].clone()).map_err(|e| Error::Http {
+                addr: base(leader),
+                what: PATH,
+                status: status.as_u16(),
+                detail: format!("unreadable autopilot state: {e}"),
+            });
+        }
+        Err(Self::refused(
+            leader,
+            status,
+            &body,
+            "the health read of",
+            PATH,
+            "[\"read\"]",
+        ))
+    }
+
     /// The error for a refused request to `path`: 403 names the capabilities it needs.
     fn refused(
         addr: &Url,
@@ -711,6 +812,113 @@ impl Vault {
             status: status.as_u16(),
             detail: text,
         })
+    }
+
+    /// Proves recovery keys (an auto-unseal's) on a throw-away node: starts a root token
+    /// generation, enters `keys` until the threshold is reached, and cancels the attempt
+    /// whatever happened. OpenBao verifies the combined key against the keyring only at the
+    /// threshold ("root generation aborted"), so a completed generation is the proof; the
+    /// encoded token it returns is dropped undecoded. The unauthenticated
+    /// `sys/generate-root/*` first (Vault; OpenBao only with the listener's
+    /// `disable_unauthed_generate_root_endpoints = false`), then, on its 405, OpenBao's
+    /// authenticated `sys/generate-root-token/*` with `token`. For the restore drill's scratch
+    /// node only: it generates a root token there.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] when `token` may not use `sys/generate-root-token/*`,
+    /// [`Error::Http`] for other unexpected answers, or transport errors.
+    pub async fn prove_recovery_keys(
+        &self,
+        addr: &Url,
+        keys: &[Secret],
+        token: &Secret,
+    ) -> Result<RecoveryProof> {
+        let mut base_path = "sys/generate-root";
+        let mut auth = None;
+        let (mut status, mut text) = self
+            .send_json(
+                addr,
+                reqwest::Method::PUT,
+                "sys/generate-root/attempt",
+                None,
+                &serde_json::json!({}),
+            )
+            .await?;
+        if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND {
+            base_path = "sys/generate-root-token";
+            auth = Some(token);
+            (status, text) = self
+                .send_json(
+                    addr,
+                    reqwest::Method::PUT,
+                    "sys/generate-root-token/attempt",
+                    auth,
+                    &serde_json::json!({}),
+                )
+                .await?;
+        }
+        if status == StatusCode::FORBIDDEN {
+            return Err(Error::Forbidden {
+                addr: base(addr),
+                what: format!("the recovery keys' proof through {base_path}/attempt"),
+                needs: "path \"sys/generate-root-token/*\" { capabilities = [\"update\", \"delete\"] } on the restored data, or the scratch node's listener with disable_unauthed_generate_root_endpoints = false (harmless on a throw-away node); or unset DRILL_RECOVERY_KEYS_FILE".to_owned(),
+            });
+        }
+        if !status.is_success() {
+            return Err(Error::Http {
+                addr: base(addr),
+                what: "the recovery keys' proof (generate-root attempt)",
+                status: status.as_u16(),
+                detail: detail(&text),
+            });
+        }
+        // The authenticated endpoints answer under `data`, the unauthenticated at the top.
+        let fields = |text: &str| {
+            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            if v["data"].is_object() {
+                v["data"].clone()
+            } else {
+                v
+            }
+        };
+        let v = fields(&text);
+        let nonce = v["nonce"].as_str().unwrap_or_default().to_owned();
+        let mut proof = RecoveryProof::Incomplete {
+            progress: 0,
+            required: v["required"].as_u64().unwrap_or(0),
+        };
+        let update = format!("{base_path}/update");
+        for key in keys {
+            let body = serde_json::json!({ "key": key.expose(), "nonce": nonce });
+            let (status, text) = self
+                .send_json(addr, reqwest::Method::PUT, &update, auth, &body)
+                .await?;
+            if !status.is_success() {
+                // A wrong key shows at the threshold: 400 (unauthenticated) or 500
+                // (authenticated) "root generation aborted: ...".
+                proof = RecoveryProof::Refused {
+                    detail: format!("{} {}", status.as_u16(), detail(&text)),
+                };
+                break;
+            }
+            let v = fields(&text);
+            if v["complete"].as_bool() == Some(true) {
+                proof = RecoveryProof::Proven;
+                break;
+            }
+            proof = RecoveryProof::Incomplete {
+                progress: v["progress"].as_u64().unwrap_or(0),
+                required: v["required"].as_u64().unwrap_or(0),
+            };
+        }
+        // Best effort: a completed or aborted attempt may already be gone.
+        let url = format!("{}/v1/{base_path}/attempt", base(addr));
+        let mut cancel = self.http.delete(&url);
+        if let Some(t) = auth {
+            cancel = cancel.headers(Self::token_header(addr, t)?);
+        }
+        let _ = self.exchange(addr, cancel, Duration::from_secs(30)).await;
+        Ok(proof)
     }
 
     /// POSTs the snapshot file at `path` to the leader's `sys/storage/raft/snapshot` (or

@@ -13,7 +13,10 @@ pub mod download;
 pub mod error;
 pub mod save;
 
-pub use client::{ClusterIdentity, Init, Leader, LeaderInfo, SealStatus, Unseal, Vault};
+pub use client::{
+    AutopilotServer, AutopilotState, ClusterIdentity, Init, Leader, LeaderInfo, RecoveryProof,
+    SealStatus, Unseal, Vault,
+};
 pub use config::{Auth, Tls, VaultEnv, VaultSettings};
 pub use error::{Error, Result};
 pub use save::{Saved, Target, save_snapshot};

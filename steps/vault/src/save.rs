@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use vault_backup_common::Secret;
-use vault_backup_common::artifact::{self, Artifact, Canary, MANIFEST_VERSION, Manifest};
+use vault_backup_common::artifact::{
+    self, Artifact, Canary, ClusterHealth, MANIFEST_VERSION, Manifest,
+};
 use vault_backup_common::fsutil;
 
 use crate::client::{Leader, Vault};
@@ -29,6 +31,8 @@ pub struct Target<'a> {
     pub tool: &'a str,
     /// The canary written just before, if any.
     pub canary: Option<Canary>,
+    /// The cluster's health read just before, if it was asked.
+    pub health: Option<ClusterHealth>,
 }
 
 /// A snapshot saved under its final name with its manifest and checksum file.
@@ -121,6 +125,14 @@ async fn save(
         canary: target.canary,
         cluster_name: leader.cluster.as_ref().map(|c| c.cluster_name.clone()),
         cluster_id: leader.cluster.as_ref().map(|c| c.cluster_id.clone()),
+        // The snapshot's own data says which seal its keyring needs; the leader's answer is
+        // the same for a whole archive and stands in where the data does not say.
+        seal_type: got
+            .info
+            .seal_type
+            .clone()
+            .or_else(|| leader.seal_type.clone()),
+        health: target.health,
     };
     if let Err(e) = artifact::write_sidecars(dir, &artifact, &manifest) {
         let _ = std::fs::remove_file(&path);

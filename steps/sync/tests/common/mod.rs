@@ -96,6 +96,8 @@ fn write_sidecars(dir: &Path, a: &Artifact, time: DateTime<Utc>, raft: (u64, u64
         canary: None,
         cluster_name: None,
         cluster_id: None,
+        seal_type: None,
+        health: None,
     };
     artifact::write_sidecars(dir, a, &manifest).unwrap();
 }
@@ -245,6 +247,8 @@ pub fn stage_dated(dir: &Path, prefix: &str, times: &[DateTime<Utc>]) -> Vec<Art
                 canary: None,
                 cluster_name: None,
                 cluster_id: None,
+                seal_type: None,
+                health: None,
             };
             artifact::write_sidecars(dir, &a, &m).unwrap();
             a
