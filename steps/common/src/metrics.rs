@@ -108,6 +108,28 @@ pub const STORE_DELETED_BYTES: Gauge = Gauge {
     help: "Bytes retention deleted from the store in the last run",
     labels: &["store"],
 };
+/// Whether the cluster was healthy (raft autopilot) when the snapshot was taken: 1 or 0.
+/// Not pushed when the health could not be read.
+pub const CLUSTER_HEALTHY: Gauge = Gauge {
+    name: "vault_backup_cluster_healthy",
+    help: "Whether raft autopilot said the cluster was healthy when the last snapshot was taken (1 healthy, 0 not)",
+    labels: &[],
+};
+/// How many voters the cluster could lose without losing quorum when the snapshot was taken.
+/// Not pushed when the health could not be read.
+pub const CLUSTER_FAILURE_TOLERANCE: Gauge = Gauge {
+    name: "vault_backup_cluster_failure_tolerance",
+    help: "Raft autopilot failure tolerance (voters that may fail without losing quorum) when the last snapshot was taken",
+    labels: &[],
+};
+/// How many raft voters the cluster had when the snapshot was taken (the alert on failure
+/// tolerance applies to clusters of three or more). Not pushed when the health is unknown.
+pub const CLUSTER_VOTERS: Gauge = Gauge {
+    name: "vault_backup_cluster_voters",
+    help: "Raft voters autopilot listed when the last snapshot was taken",
+    labels: &[],
+};
+
 /// How a store's last copy was checked: 1 by SHA-256, 0 by its size only (an S3 server that
 /// states no checksum).
 pub const STORE_VERIFIED_SHA256: Gauge = Gauge {
@@ -148,6 +170,9 @@ pub const ALL: &[Gauge] = &[
     LAST_RUN_EXIT_CODE,
     SNAPSHOT_BYTES,
     SNAPSHOT_RAFT_INDEX,
+    CLUSTER_HEALTHY,
+    CLUSTER_FAILURE_TOLERANCE,
+    CLUSTER_VOTERS,
     STORE_LAST_SUCCESS,
     STORE_SNAPSHOTS,
     STORE_DELETED_BYTES,

@@ -4,32 +4,13 @@
 
 use std::time::SystemTime;
 
-use vault_backup_common::metrics::{Gauge, Metrics, Report, SNAPSHOT_BYTES, SNAPSHOT_RAFT_INDEX};
+use vault_backup_common::metrics::{
+    CLUSTER_FAILURE_TOLERANCE, CLUSTER_HEALTHY, CLUSTER_VOTERS, Metrics, Report, SNAPSHOT_BYTES,
+    SNAPSHOT_RAFT_INDEX,
+};
 
 use crate::error::Error;
 use crate::report::Summary;
-
-/// Whether the cluster was healthy (raft autopilot) when the snapshot was taken: 1 or 0.
-/// Not pushed when the health could not be read.
-pub const CLUSTER_HEALTHY: Gauge = Gauge {
-    name: "vault_backup_cluster_healthy",
-    help: "Whether raft autopilot said the cluster was healthy when the last snapshot was taken (1 healthy, 0 not)",
-    labels: &[],
-};
-/// How many voters the cluster could lose without losing quorum when the snapshot was taken.
-/// Not pushed when the health could not be read.
-pub const CLUSTER_FAILURE_TOLERANCE: Gauge = Gauge {
-    name: "vault_backup_cluster_failure_tolerance",
-    help: "Raft autopilot failure tolerance (voters that may fail without losing quorum) when the last snapshot was taken",
-    labels: &[],
-};
-/// How many raft voters the cluster had when the snapshot was taken (the alert on failure
-/// tolerance applies to clusters of three or more). Not pushed when the health is unknown.
-pub const CLUSTER_VOTERS: Gauge = Gauge {
-    name: "vault_backup_cluster_voters",
-    help: "Raft voters autopilot listed when the last snapshot was taken",
-    labels: &[],
-};
 
 /// The step name the snapshot step pushes under (the alert rules expect it).
 pub const STEP: &str = "vault-snapshot";
