@@ -65,6 +65,9 @@ pub struct Drill {
     pub openbao_config: PathBuf,
     /// How long the sidecar may take to become Ready (`None`: the runner's default).
     pub sidecar_ready_timeout: Option<std::time::Duration>,
+    /// Whether the unseal keys Secret (`vault-restore-drill-unseal`, the environment's cluster's
+    /// key) exists: not for a drill whose scratch node auto-unseals.
+    pub unseal_keys_secret: bool,
 }
 
 /// `text` indented by four spaces, line by line (a YAML block scalar's body).
@@ -422,6 +425,7 @@ impl Environment {
                 taskrun: root.join("tekton/drill-taskrun.yaml"),
                 openbao_config: root.join("tekton/drill-openbao.hcl"),
                 sidecar_ready_timeout: None,
+                unseal_keys_secret: true,
             },
             task_run_name,
             known_env,
@@ -448,22 +452,22 @@ impl Environment {
             .unwrap_or_else(|e| panic!("{}: {e}", drill.openbao_config.display()));
         let dir = self.dir.path().join("runs").join(task_run_name);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let objects = vec![
-            write(
-                &dir.join("drill-openbao.yaml"),
-                &format!(
-                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: vault-restore-drill-openbao\ndata:\n  config.hcl: |\n{}",
-                    indent(&config)
-                ),
+        let mut objects = vec![write(
+            &dir.join("drill-openbao.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: vault-restore-drill-openbao\ndata:\n  config.hcl: |\n{}",
+                indent(&config)
             ),
-            write(
+        )];
+        if drill.unseal_keys_secret {
+            objects.push(write(
                 &dir.join("unseal.yaml"),
                 &format!(
                     "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-restore-drill-unseal\ntype: Opaque\nstringData:\n  keys: \"{}\"\n",
                     self.cluster.unseal_key()
                 ),
-            ),
-        ];
+            ));
+        }
         self.kube.add_taskrun(
             &TaskRun::new(task_run_name)
                 .task("vault-restore-drill")

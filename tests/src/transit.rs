@@ -15,7 +15,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::openbao::DevServer;
-use crate::process::{Server, free_port, port_open, wait_until};
+use crate::process::{Server, free_port, host, port_open, wait_until};
 use crate::venv;
 
 /// The KMS: an OpenBao dev server with the transit engine at `transit/` and one key.
@@ -132,16 +132,17 @@ pub fn spawn_sealed(dir: &Path, i: usize, seal: &str) -> SealedNode {
   performance_multiplier = 1
 }}
 listener "tcp" {{
-  address = "127.0.0.1:{api}"
-  cluster_address = "127.0.0.1:{cluster}"
+  address = "{host}:{api}"
+  cluster_address = "{host}:{cluster}"
   tls_disable = true
 }}
 {seal}
-api_addr = "http://127.0.0.1:{api}"
-cluster_addr = "https://127.0.0.1:{cluster}"
+api_addr = "http://{host}:{api}"
+cluster_addr = "https://{host}:{cluster}"
 log_level = "info"
 "#,
         raft = data.join("raft").display(),
+        host = host(),
     );
     let config_path = data.join("config.hcl");
     std::fs::write(&config_path, config).expect("write config");
@@ -154,7 +155,7 @@ log_level = "info"
     });
     SealedNode {
         id,
-        addr: format!("http://127.0.0.1:{api}"),
+        addr: format!("http://{}:{api}", host()),
         server,
     }
 }

@@ -96,6 +96,7 @@ fn the_drill_as_shipped_at_bc5f960_never_starts_and_without_its_probe_fails_on_t
         taskrun: old.join("drill-taskrun.yaml"),
         openbao_config: old.join("drill-openbao.hcl"),
         sidecar_ready_timeout: Some(std::time::Duration::from_secs(10)),
+        unseal_keys_secret: true,
     };
     let err = env
         .run_drill_from(&drill, "vault-restore-drill-old", known_env(), false)
@@ -274,5 +275,102 @@ fn the_restore_task_puts_a_directory_backup_into_a_fresh_cluster_after_a_safety_
     assert_eq!(restored, "correct horse battery staple");
     for secret in [token.as_str(), env.cluster.unseal_key()] {
         assert!(!step.stderr.contains(secret), "a secret in the restore log");
+    }
+}
+
+/// Issue 19 must-show 2: the shipped drill Task, with an overlay that adds a transit seal stanza
+/// to the scratch OpenBao's configuration and without the unseal keys Secret, restores the
+/// backup of a transit-sealed cluster through the pod runner: the restored data unseals itself
+/// through the KMS (reached from the pod at the test bed's host address), and the canary
+/// written by the backup reads back.
+#[test]
+fn the_drill_task_with_a_transit_seal_overlay_and_no_unseal_keys_secret_passes() {
+    use vault_backup_testbed::transit::{Kms, SealedCluster};
+    // The environment first: it makes the pod network, so the KMS listens where a pod reaches.
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        s3: false,
+        ..Setup::default()
+    });
+    let kms = Kms::start();
+    let source = SealedCluster::start(1, &kms.seal_stanza(None));
+    source.kv2_put("app", "k", "before-the-backup");
+
+    // The backup, by the step binaries (the Task path is proven by the other tests), into the
+    // backups workspace the drill TaskRun binds.
+    let scratch = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let run = |bin: &str, vars: &[(&str, &str)]| {
+        let out = std::process::Command::new(venv::workspace_bin(bin))
+            .env_clear()
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run the step");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{bin}: {stderr}");
+    };
+    let (ws, res, bk) = (
+        scratch.path().display().to_string(),
+        results.path().display().to_string(),
+        env.backups.display().to_string(),
+    );
+    run(
+        "vault-snapshot",
+        &[
+            ("VAULT_ADDR", source.addr(0)),
+            ("VAULT_TOKEN", source.root_token()),
+            ("SNAPSHOT_DIR", &ws),
+            ("RESULTS_DIR", &res),
+            ("CANARY_PATH", e2e::CANARY_PATH),
+            ("TASKRUN_NAME", "vault-backup-transit-1"),
+        ],
+    );
+    let name = std::fs::read_to_string(results.path().join("snapshot-name")).unwrap();
+    run(
+        "snapshot-sync",
+        &[
+            ("SNAPSHOT_DIR", &ws),
+            ("SNAPSHOT_NAME", &name),
+            ("BACKUP_DIR", &bk),
+        ],
+    );
+    assert_eq!(manifest(&env.backups, &name)["seal_type"], "transit");
+
+    // The drill logs in to the restored data with the backup's login: the source's token.
+    let secret = env.path().join("config-secret.yaml");
+    let text = std::fs::read_to_string(&secret).unwrap();
+    assert!(text.contains(&env.token));
+    std::fs::write(&secret, text.replace(&env.token, source.root_token())).unwrap();
+
+    // The overlay: the shipped HCL plus the seal stanza; no unseal keys Secret at all.
+    let root = venv::workspace_root();
+    let hcl = env.path().join("drill-openbao-transit.hcl");
+    let shipped = std::fs::read_to_string(root.join("tekton/drill-openbao.hcl")).unwrap();
+    std::fs::write(&hcl, format!("{shipped}\n{}", kms.seal_stanza(None))).unwrap();
+    let drill = Drill {
+        task: root.join("tekton/drill-task.yaml"),
+        taskrun: root.join("tekton/drill-taskrun.yaml"),
+        openbao_config: hcl,
+        sidecar_ready_timeout: None,
+        unseal_keys_secret: false,
+    };
+    let outcome = env
+        .run_drill_from(&drill, "vault-restore-drill-transit", known_env(), false)
+        .expect("the drill Task runs as written");
+    let restore = outcome.step("restore").unwrap();
+    assert_eq!(
+        restore.code, 0,
+        "{}\n--- sidecar ---\n{}",
+        restore.stderr, outcome.sidecar_logs["openbao"]
+    );
+    assert_eq!(outcome.results["restored-snapshot"], name);
+    assert_eq!(outcome.results["canary"], "ok");
+    assert!(
+        restore.stderr.contains("unsealed itself"),
+        "the step waited for the auto-unseal: {}",
+        restore.stderr
+    );
+    for secret in [source.root_token(), source.recovery_key()] {
+        assert!(!restore.stderr.contains(secret), "a secret in the log");
     }
 }
