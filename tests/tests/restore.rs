@@ -278,26 +278,16 @@ fn the_restore_task_puts_a_directory_backup_into_a_fresh_cluster_after_a_safety_
     }
 }
 
-/// Issue 19 must-show 2: the shipped drill Task, with an overlay that adds a transit seal stanza
-/// to the scratch OpenBao's configuration and without the unseal keys Secret, restores the
-/// backup of a transit-sealed cluster through the pod runner: the restored data unseals itself
-/// through the KMS (reached from the pod at the test bed's host address), and the canary
-/// written by the backup reads back.
-#[test]
-fn the_drill_task_with_a_transit_seal_overlay_and_no_unseal_keys_secret_passes() {
-    use vault_backup_testbed::transit::{Kms, SealedCluster};
-    // The environment first: it makes the pod network, so the KMS listens where a pod reaches.
-    let env = Environment::start_with(&Setup {
-        nodes: 1,
-        s3: false,
-        ..Setup::default()
-    });
-    let kms = Kms::start();
-    let source = SealedCluster::start(1, &kms.seal_stanza(None));
+/// A transit-sealed single-node source cluster with `secret/app` written, backed up by the
+/// step binaries (with the canary) into `env`'s backups workspace; the config Secret's login
+/// becomes the source's token (the drill and the restore log in with it). Returns the cluster
+/// and the snapshot's name.
+fn transit_backup(
+    env: &Environment,
+    kms: &vault_backup_testbed::transit::Kms,
+) -> (vault_backup_testbed::transit::SealedCluster, String) {
+    let source = vault_backup_testbed::transit::SealedCluster::start(1, &kms.seal_stanza(None));
     source.kv2_put("app", "k", "before-the-backup");
-
-    // The backup, by the step binaries (the Task path is proven by the other tests), into the
-    // backups workspace the drill TaskRun binds.
     let scratch = tempfile::tempdir().unwrap();
     let results = tempfile::tempdir().unwrap();
     let run = |bin: &str, vars: &[(&str, &str)]| {
@@ -335,12 +325,28 @@ fn the_drill_task_with_a_transit_seal_overlay_and_no_unseal_keys_secret_passes()
         ],
     );
     assert_eq!(manifest(&env.backups, &name)["seal_type"], "transit");
-
-    // The drill logs in to the restored data with the backup's login: the source's token.
     let secret = env.path().join("config-secret.yaml");
     let text = std::fs::read_to_string(&secret).unwrap();
     assert!(text.contains(&env.token));
     std::fs::write(&secret, text.replace(&env.token, source.root_token())).unwrap();
+    (source, name)
+}
+
+/// Issue 19 must-show 2: the shipped drill Task, with an overlay that adds a transit seal stanza
+/// to the scratch OpenBao's configuration and without the unseal keys Secret, restores the
+/// backup of a transit-sealed cluster through the pod runner: the restored data unseals itself
+/// through the KMS (reached from the pod at the test bed's host address), and the canary
+/// written by the backup reads back.
+#[test]
+fn the_drill_task_with_a_transit_seal_overlay_and_no_unseal_keys_secret_passes() {
+    // The environment first: it makes the pod network, so the KMS listens where a pod reaches.
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        s3: false,
+        ..Setup::default()
+    });
+    let kms = vault_backup_testbed::transit::Kms::start();
+    let (source, name) = transit_backup(&env, &kms);
 
     // The overlay: the shipped HCL plus the seal stanza; no unseal keys Secret at all.
     let root = venv::workspace_root();
@@ -372,5 +378,79 @@ fn the_drill_task_with_a_transit_seal_overlay_and_no_unseal_keys_secret_passes()
     );
     for secret in [source.root_token(), source.recovery_key()] {
         assert!(!restore.stderr.contains(secret), "a secret in the log");
+    }
+}
+
+/// Issue 19 must-show 1, the restore Task: the backup of a transit-sealed cluster restored
+/// through the pod runner into a fresh cluster sealed by the same transit key (forced, confirmed
+/// with the target's name) stays unsealed, and the source's secret reads back.
+#[test]
+fn the_restore_task_puts_a_transit_backup_into_a_fresh_transit_sealed_cluster() {
+    let env = Environment::start_with(&Setup {
+        nodes: 1,
+        s3: false,
+        ..Setup::default()
+    });
+    let kms = vault_backup_testbed::transit::Kms::start();
+    let (source, name) = transit_backup(&env, &kms);
+    let target = vault_backup_testbed::transit::SealedCluster::start(1, &kms.seal_stanza(None));
+    target.kv2_put("target-only", "v", "before the restore");
+    let target_secret = env.path().join("restore-target.yaml");
+    std::fs::write(
+        &target_secret,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vault-restore-target\ntype: Opaque\nstringData:\n  \
+             VAULT_ADDR: \"{}\"\n  VAULT_TOKEN: \"{}\"\n",
+            target.addr(0),
+            target.root_token()
+        ),
+    )
+    .unwrap();
+    let target_name = target.status(0)["cluster_name"]
+        .as_str()
+        .expect("the target's cluster_name")
+        .to_owned();
+    let confirm = format!("{name}@{target_name}");
+    let outcome = env
+        .run_shipped(
+            &Run {
+                task: "tekton/restore-task.yaml",
+                taskrun: "tekton/restore-taskrun.yaml",
+                name: "vault-restore-transit",
+                params: vec![("confirm", &confirm), ("force", "true")],
+                bind: vec!["backups"],
+                objects: vec![target_secret],
+                ..Run::default()
+            },
+            known_env(),
+            false,
+        )
+        .expect("the restore Task runs as written");
+    let step = outcome.step("restore").unwrap();
+    assert_eq!(step.code, 0, "{}", step.stderr);
+    assert_eq!(outcome.results["restored-snapshot"], name);
+    assert_eq!(
+        outcome.results["sealed"], "false",
+        "the same transit key unseals the restored data"
+    );
+    let mut got = Err(String::new());
+    for _ in 0..50 {
+        got = target.kv2_get(0, source.root_token(), "app", "k");
+        if got.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        got.as_deref(),
+        Ok("before-the-backup"),
+        "the source's secret"
+    );
+    for secret in [
+        source.root_token(),
+        target.root_token(),
+        source.recovery_key(),
+    ] {
+        assert!(!step.stderr.contains(secret), "a secret in the restore log");
     }
 }
