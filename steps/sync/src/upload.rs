@@ -628,27 +628,9 @@ async fn stream(
             Some(Ok(None)) => break,
             Some(Ok(Some(chunk))) => done += chunk.len() as u64,
         }
-        if let Some(rate) = progress.due(done) {
-            info!(
-                store = store.name(),
-                bytes = done,
-                total = source.bytes,
-                percent = done * 100 / source.bytes.max(1),
-                mb_per_s = format_args!("{rate:.1}"),
-                "uploading"
-            );
-        }
+        log_progress(store, &mut progress, done, source.bytes);
     }
-    if cancel.is_cancelled() {
-        abort(store, writer, location).await;
-        return Err(Error::Interrupted {
-            location: location.to_owned(),
-        });
-    }
-    // Not raced against the signal: completing takes the last parts in flight and one request,
-    // and a completed copy is removed again by the caller if a signal came meanwhile.
-    writer.finish().await?;
-    Ok(())
+    finish(store, writer, cancel, location).await
 }
 
 /// How much a kernel copy moves between checks for a signal and progress lines.
@@ -703,23 +685,40 @@ async fn copy_file(
                 done += n;
             }
         }
-        if let Some(rate) = progress.due(done) {
-            info!(
-                store = store.name(),
-                bytes = done,
-                total = source.bytes,
-                percent = done * 100 / source.bytes.max(1),
-                mb_per_s = format_args!("{rate:.1}"),
-                "uploading"
-            );
-        }
+        log_progress(store, &mut progress, done, source.bytes);
     }
+    finish(store, writer, cancel, location).await
+}
+
+/// A progress line for a long copy, every few seconds.
+fn log_progress(store: &dyn Store, progress: &mut Progress, done: u64, total: u64) {
+    if let Some(rate) = progress.due(done) {
+        info!(
+            store = store.name(),
+            bytes = done,
+            total,
+            percent = done * 100 / total.max(1),
+            mb_per_s = format_args!("{rate:.1}"),
+            "uploading"
+        );
+    }
+}
+
+/// Completes a copy whose bytes were all written, unless a signal came first (then aborts it).
+async fn finish(
+    store: &dyn Store,
+    writer: Box<dyn Writer>,
+    cancel: &CancellationToken,
+    location: &str,
+) -> Result<(), Error> {
     if cancel.is_cancelled() {
         abort(store, writer, location).await;
         return Err(Error::Interrupted {
             location: location.to_owned(),
         });
     }
+    // Not raced against the signal: completing takes the last parts in flight and one request,
+    // and a completed copy is removed again by the caller if a signal came meanwhile.
     writer.finish().await?;
     Ok(())
 }
