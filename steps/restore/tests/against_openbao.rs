@@ -4,65 +4,18 @@
 //! whole stderr and results are checked for every token, unseal key and secret key of the test.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Once;
 
+mod common;
+
+use common::{CANARY, env, restore_bin, run, s, step_bin};
 use vault_backup_common::artifact::{Artifact, Manifest};
 use vault_backup_testbed::check::{files, sha256sum_check};
 use vault_backup_testbed::openbao::{Cluster, Options, ScratchNode};
 use vault_backup_testbed::seaweed::SeaweedFs;
-use vault_backup_testbed::venv;
 
 const PREFIX_IN_BUCKET: &str = "backups/vault";
-const CANARY: &str = "vault-backup/canary";
-
-/// Builds the other steps' binaries once per process, so the test never runs a stale one.
-fn step_bin(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "vault-snapshot", "-p", "snapshot-sync"])
-            .current_dir(venv::workspace_root())
-            .status()
-            .expect("cargo build");
-        assert!(
-            status.success(),
-            "building vault-snapshot and snapshot-sync"
-        );
-    });
-    venv::workspace_bin(name)
-}
-
-/// Runs `bin` with exactly `env` (plus PATH): exit code, stderr.
-fn run(bin: &Path, env: &BTreeMap<String, String>) -> (i32, String) {
-    let out = Command::new(bin)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .output()
-        .expect("run the step");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn restore_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vault-restore"))
-}
-
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 fn s3_env(s3: &SeaweedFs) -> BTreeMap<String, String> {
     env(&[
         ("S3_ENDPOINT", &s3.endpoint()),

@@ -4,67 +4,17 @@
 //! transit-sealed cluster, and restores across seal types (Shamir into transit and back),
 //! which must fail naming both seals and say what they left behind.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Once;
 
+mod common;
+
+use common::{CANARY, env, restore_bin, run, s, step_bin};
 use serde_json::Value;
 use vault_backup_testbed::check::files;
 use vault_backup_testbed::openbao::{Cluster, Options};
 use vault_backup_testbed::transit::{Kms, SealedCluster, SealedScratch};
 use vault_backup_testbed::venv;
-
-const CANARY: &str = "vault-backup/canary";
-
-/// Builds the other steps' binaries once per process, so the test never runs a stale one.
-fn step_bin(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "vault-snapshot", "-p", "snapshot-sync"])
-            .current_dir(venv::workspace_root())
-            .status()
-            .expect("cargo build");
-        assert!(
-            status.success(),
-            "building vault-snapshot and snapshot-sync"
-        );
-    });
-    venv::workspace_bin(name)
-}
-
-/// Runs `bin` with exactly `env` (plus PATH): exit code, stderr (printed, for the report).
-fn run(bin: &Path, env: &BTreeMap<String, String>) -> (i32, String) {
-    let out = Command::new(bin)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .output()
-        .expect("run the step");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!(
-        "--- {} exited {:?} ---\n{stderr}",
-        bin.display(),
-        out.status.code()
-    );
-    (out.status.code().unwrap_or(-1), stderr)
-}
-
-fn restore_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vault-restore"))
-}
-
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 fn manifest(dir: &Path, name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.snap.json"))).unwrap()).unwrap()
