@@ -6,6 +6,9 @@
 //! sync step can write is one the restore step can read.
 
 pub mod checksum;
+mod dir;
+mod object;
+mod s3;
 pub mod s3config;
 pub mod store;
 
