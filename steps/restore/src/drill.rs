@@ -210,7 +210,7 @@ pub async fn prepare(
         Error::Config(ConfigError::new(
             "DRILL_UNSEAL_KEYS_FILE",
             format!(
-                "the scratch node at {addr} has a shamir seal, so the drill needs the source cluster's unseal keys (one per line), but {detail}; mount the unseal keys Secret, or give the drill's node the source cluster's auto-unseal seal stanza"
+                "the scratch node at {addr} has a shamir seal, so the drill (and the recovery) needs the source cluster's unseal keys (one per line), but {detail}; mount the unseal keys Secret, or give the scratch node the source cluster's auto-unseal seal stanza"
             ),
         ))
     };

@@ -149,7 +149,7 @@ pub enum Error {
     },
     /// The scratch node is not fresh.
     #[error(
-        "the scratch node at {addr} is already initialized; the drill restores only into a fresh, uninitialized node (point VAULT_ADDR at the drill's sidecar, whose storage is an emptyDir)"
+        "the scratch node at {addr} is already initialized; the drill and the recovery restore only into a fresh, uninitialized node (point VAULT_ADDR for the drill, RECOVER_SCRATCH_ADDR for the recovery, at the Task's sidecar, whose storage is an emptyDir)"
     )]
     NotFresh {
         /// The node.

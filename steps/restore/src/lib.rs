@@ -114,9 +114,16 @@ async fn run_inner(config: &Config) -> Result<Summary> {
     )?;
     // The cheap checks first: a wrong login or policy shows before a multi-GB fetch.
     let target = match &config.mode {
-        Mode::Recover { .. } => {
-            Some(recover::prepare(&vault, &config.vault.addr, &config.vault.auth).await?)
-        }
+        Mode::Recover { paths, dry_run, .. } => Some(
+            recover::prepare(
+                &vault,
+                &config.vault.addr,
+                &config.vault.auth,
+                paths,
+                *dry_run,
+            )
+            .await?,
+        ),
         _ => None,
     };
     let (prepared, scratch) = match &config.mode {
@@ -416,7 +423,7 @@ fn finish(config: &Config, summary: &Summary) -> Result<()> {
             if r.dry_run {
                 "recovery dry run done: nothing was written"
             } else {
-                "recovery done"
+                "recovery finished"
             }
         );
         return Ok(());

@@ -16,7 +16,7 @@ use url::Url;
 use vault_backup_common::Secret;
 use vault_backup_vault::{Auth, CasWrite, KvPath, KvValue, Vault};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The cluster the secrets go back into: its leader and the recover login's token there.
 #[derive(Debug)]
@@ -27,12 +27,22 @@ pub struct Target {
     pub token: Secret,
 }
 
-/// Finds the leader from `addr`, logs its identity and logs in with `auth`, before any byte of
-/// the snapshot is fetched.
+/// Finds the leader from `addr`, logs its identity, logs in with `auth`, and asks the cluster
+/// whether the login may read (and, unless `dry_run`, write) each of `paths`
+/// (`sys/capabilities-self`, which the `default` policy allows), all before any byte of the
+/// snapshot is fetched. A folder is asked as its prefix, which a policy's `folder/*` covers.
+/// Where the question itself is refused (a token without the `default` policy) it only warns:
+/// a refusal then shows at the path's read.
 ///
 /// # Errors
-/// The leader's or the login's errors.
-pub async fn prepare(vault: &Vault, addr: &Url, auth: &Auth) -> Result<Target> {
+/// The leader's or the login's errors, [`Error::Capabilities`] naming what is missing.
+pub async fn prepare(
+    vault: &Vault,
+    addr: &Url,
+    auth: &Auth,
+    paths: &[KvPath],
+    dry_run: bool,
+) -> Result<Target> {
     let leader = vault.find_leader(addr).await?;
     if let Some(c) = &leader.cluster {
         tracing::info!(leader = %leader.addr, cluster_name = %c.cluster_name, cluster_id = %c.cluster_id, "recovery target");
@@ -41,6 +51,54 @@ pub async fn prepare(vault: &Vault, addr: &Url, auth: &Auth) -> Result<Target> {
     }
     let token = vault.login(&leader.addr, auth).await?;
     tracing::info!(leader = %leader.addr, auth = %auth.describe(), "logged in to the recovery target");
+    let mut needs: Vec<(String, &[&str])> = Vec::new();
+    for p in paths {
+        needs.push((p.metadata(), &["read"]));
+        needs.push((
+            p.data(),
+            if dry_run {
+                &["read"]
+            } else {
+                &["read", "create", "update"]
+            },
+        ));
+    }
+    let asked: Vec<&str> = needs.iter().map(|(p, _)| p.as_str()).collect();
+    match vault.capabilities_self(&leader.addr, &token, &asked).await {
+        Ok(caps) => {
+            for ((path, want), has) in needs.iter().zip(&caps) {
+                let missing: Vec<&str> = want
+                    .iter()
+                    .copied()
+                    .filter(|w| !has.iter().any(|h| h == w || h == "root"))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(Error::Capabilities {
+                        addr: leader.addr.to_string(),
+                        what: format!("{} {path}", missing.join(", ")),
+                        has: if has.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            has.join(", ")
+                        },
+                        needs: format!(
+                            "path \"{path}{}\" {{ capabilities = [{}] }}",
+                            if path.ends_with('/') { "*" } else { "" },
+                            want.iter()
+                                .map(|w| format!("\"{w}\""))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        policy: vault_backup_vault::kv::RECOVER_POLICY,
+                    });
+                }
+            }
+            tracing::info!(leader = %leader.addr, paths = paths.len(), "the login may {} the paths", if dry_run { "read" } else { "read and write" });
+        }
+        Err(e) => {
+            tracing::warn!(leader = %leader.addr, "could not ask the cluster what the login may do (sys/capabilities-self); going on, a refusal will show at the path: {e}");
+        }
+    }
     Ok(Target {
         addr: leader.addr,
         token,

@@ -343,6 +343,27 @@ fn a_folder_is_recovered_as_new_versions_and_nothing_else_moves() {
     assert_eq!(current_version(src, "secret/app/db"), 3, "left alone");
     assert_eq!(current_version(src, "secret/app/api"), 2, "left alone");
     story.assert_no_secret(&stderr, &results);
+    drop(node);
+
+    // A secret named that the snapshot does not hold: that path fails (exit 1, named), the
+    // other is still compared, and the later secret stays.
+    let (code, stderr, results, _node) = story.recover(
+        src.addr(0),
+        &[("RECOVER_PATHS", "secret/app/db,secret/app/new")],
+        SCRATCH_LISTENER,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr
+            .contains("1 path(s) not recovered: secret/app/new (it does not exist in the snapshot"),
+        "{stderr}"
+    );
+    assert_eq!(results["unchanged-paths"], "secret/app/db");
+    assert_eq!(
+        get(src, "secret/app/new"),
+        Some((serde_json::json!({"k": NEW_VALUE}), 1))
+    );
+    story.assert_no_secret(&stderr, &results);
 }
 
 /// A loopback proxy in front of the production node that, when the step's write to
@@ -489,7 +510,25 @@ fn a_write_between_the_read_and_the_write_fails_that_path_and_stands() {
 /// off since 2.5.3): the step says which setting to change, and nothing is written.
 #[test]
 fn a_scratch_node_without_generate_root_names_the_listener_setting() {
-    let story = Story::start();
+    let mut story = Story::start();
+    // First a login that may only read: found before anything is fetched or restored.
+    let read_only = story.source.token_with_policy(
+        "read-only",
+        "path \"secret/metadata/*\" { capabilities = [\"read\"] }\npath \"secret/data/*\" { capabilities = [\"read\"] }\npath \"sys/capabilities-self\" { capabilities = [\"update\"] }\n",
+    );
+    let recover_token = std::mem::replace(&mut story.token, read_only);
+    let (code, stderr, results, node) = story.recover(story.source.addr(0), &[], SCRATCH_LISTENER);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("may not create, update secret/data/app/")
+            && stderr.contains("tekton/vault-recover-policy.hcl"),
+        "{stderr}"
+    );
+    assert!(!node.is_initialized(), "nothing was restored");
+    assert!(!results.contains_key("restored-snapshot"));
+    story.assert_no_secret(&stderr, &results);
+    story.token = recover_token;
+
     let (code, stderr, results, _node) = story.recover(story.source.addr(0), &[], "");
     assert_eq!(code, 1, "{stderr}");
     assert!(
