@@ -538,3 +538,104 @@ fn a_scratch_node_without_generate_root_names_the_listener_setting() {
     assert_eq!(current_version(&story.source, "secret/app/db"), 2);
     story.assert_no_secret(&stderr, &results);
 }
+
+/// An auto-unsealed (transit) source: the scratch node with the same seal stanza unseals the
+/// restored data itself, and the root token is made from the source's recovery keys. The
+/// scratch node's second listener carries `disable_unauthed_generate_root_endpoints = false`
+/// (the test bed's sealed node writes its own first listener). Without the recovery keys the
+/// step stops before anything is fetched, naming the variable.
+#[test]
+fn an_auto_unsealed_source_is_recovered_with_its_recovery_keys() {
+    use vault_backup_testbed::transit::{Kms, SealedCluster, SealedScratch};
+    let kms = Kms::start();
+    let seal = kms.seal_stanza(None);
+    let source = SealedCluster::start(1, &seal);
+    source.kv2_put("app/db", "password", DB_V1);
+    let bk = tempfile::tempdir().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let (code, stderr) = run(
+        &step_bin("vault-snapshot"),
+        &env(&[
+            ("VAULT_ADDR", source.addr(0)),
+            ("VAULT_TOKEN", source.root_token()),
+            ("SNAPSHOT_DIR", &s(ws.path())),
+            ("RESULTS_DIR", &s(results.path())),
+        ]),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let name = std::fs::read_to_string(results.path().join("snapshot-name")).unwrap();
+    let (code, stderr) = run(
+        &step_bin("snapshot-sync"),
+        &env(&[
+            ("SNAPSHOT_DIR", &s(ws.path())),
+            ("SNAPSHOT_NAME", &name),
+            ("BACKUP_DIR", &s(bk.path())),
+        ]),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    source.kv2_put("app/db", "password", DB_V2);
+
+    let keys = tempfile::tempdir().unwrap();
+    let recovery = keys.path().join("recovery-keys");
+    let recover = |with_keys: bool| {
+        let port = vault_backup_testbed::process::free_port();
+        let scratch = SealedScratch::start(&format!(
+            "{seal}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n  {SCRATCH_LISTENER}\n}}\n"
+        ));
+        let out = tempfile::tempdir().unwrap();
+        let res = tempfile::tempdir().unwrap();
+        let mut vars = env(&[
+            ("RESTORE_MODE", "recover"),
+            ("VAULT_ADDR", source.addr(0)),
+            ("VAULT_TOKEN", source.root_token()),
+            ("RECOVER_SCRATCH_ADDR", &format!("http://127.0.0.1:{port}")),
+            ("RECOVER_PATHS", "secret/app/db"),
+            ("RESTORE_CONFIRM", &name),
+            ("SNAPSHOT_DIR", &s(out.path())),
+            ("BACKUP_DIR", &s(bk.path())),
+            ("RESULTS_DIR", &s(res.path())),
+            ("DRILL_UNSEAL_KEYS_FILE", &s(&keys.path().join("absent"))),
+            ("RESTORE_TIMEOUT", "60s"),
+        ]);
+        if with_keys {
+            vars.insert("DRILL_RECOVERY_KEYS_FILE".into(), s(&recovery));
+        }
+        let (code, stderr) = run(&restore_bin(), &vars);
+        let recovered = std::fs::read_to_string(res.path().join("recovered-paths")).ok();
+        (code, stderr, recovered, scratch)
+    };
+
+    let (code, stderr, _, scratch) = recover(false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("DRILL_RECOVERY_KEYS_FILE: the scratch node at"),
+        "{stderr}"
+    );
+    assert_eq!(
+        scratch.status()["initialized"],
+        false,
+        "nothing was restored"
+    );
+    drop(scratch);
+
+    std::fs::write(&recovery, format!("{}\n", source.recovery_key())).unwrap();
+    let (code, stderr, recovered, scratch) = recover(true);
+    assert_eq!(code, 0, "{stderr}\n--- scratch ---\n{}", scratch.log());
+    assert!(
+        stderr.contains("unsealed itself with the auto-unseal seal")
+            && stderr.contains("from the source's recovery keys")
+            && stderr.contains("scratch root token revoked"),
+        "{stderr}"
+    );
+    assert_eq!(recovered.as_deref(), Some("secret/app/db"));
+    assert_eq!(
+        source
+            .kv2_get(0, source.root_token(), "app/db", "password")
+            .as_deref(),
+        Ok(DB_V1)
+    );
+    for secret in [DB_V1, DB_V2, source.root_token(), source.recovery_key()] {
+        assert!(!stderr.contains(secret), "a secret in the output: {stderr}");
+    }
+}
