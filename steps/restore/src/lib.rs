@@ -28,8 +28,8 @@
 //! A snapshot whose seal (its manifest's `seal_type`, or its own data's `core/seal-config`)
 //! differs from the target's is refused before anything is sent: its keyring would never open.
 //!
-//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault),
-//! [`metrics`] (what a run pushes to a Pushgateway).
+//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`], [`drill`] and
+//! [`recover`] (Vault), [`metrics`] (what a run pushes to a Pushgateway).
 
 pub mod cluster;
 pub mod config;

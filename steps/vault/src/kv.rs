@@ -322,9 +322,8 @@ impl Vault {
 }
 
 /// Splits `<mount>/<path>` (e.g. `secret/app/db`, or `secret/app/` for everything under
-/// `app/`) into its mount and path. The mount is the first segment: a mount at a deeper path
-/// (`kv/team-a`) is written with its own first segment only if that is the whole mount; see
-/// [`KvPath`].
+/// `app/`) into its mount and path. The mount is the first segment: a mount at a nested path
+/// (`kv/team-a/`) cannot be named, since nothing in the text says where the mount ends.
 ///
 /// # Errors
 /// A message saying what is wrong (for the configuration error naming the variable).
