@@ -196,6 +196,17 @@ fn the_recover_task_brings_a_folder_back_through_its_sidecar_after_a_dry_run() {
     );
     outputs.push(step.stderr.clone());
     outputs.push(format!("{:?}", done.results));
+    // The recovery pushed its outcome under its own Task, and the Pushgateway holds no value.
+    let pushgateway = env.pushgateway.as_ref().expect("the setup's Pushgateway");
+    let pushed = pushgateway.metrics("vault_backup_");
+    assert!(
+        pushed
+            .iter()
+            .any(|m| m.name == "vault_backup_last_success_timestamp_seconds"
+                && m.label("task") == "vault-recover"),
+        "{pushed:?}"
+    );
+    outputs.push(pushgateway.get("/metrics").1);
     for text in &outputs {
         for secret in secrets {
             assert!(!text.contains(secret), "a secret in the output: {text}");
