@@ -56,7 +56,7 @@ pub enum Error {
     /// The token cannot do what the restore needs (`sys/capabilities-self`), found before any
     /// byte of the snapshot is fetched.
     #[error(
-        "the login at {addr} may not {what} (its capabilities there: {has}); the restore's policy needs {needs} (see {policy}). Nothing was fetched or restored"
+        "the login at {addr} may not {what} (its capabilities there: {has}); its policy needs {needs} (see {policy}). Nothing was fetched or restored"
     )]
     Capabilities {
         /// The leader.
