@@ -1,0 +1,172 @@
+//! S3 Object Lock against a real SeaweedFS: every object the step writes carries the lock asked
+//! for (`S3_OBJECT_LOCK_MODE`/`S3_OBJECT_LOCK_DAYS`) with a retain-until one day after its
+//! upload; retention keeps what is locked; a lock asked of a bucket without Object Lock stops
+//! the step before anything is uploaded; a bucket's default retention is reported and honoured.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::*;
+use vault_backup_testbed::seaweed::SeaweedFs;
+
+const LOCKED: &str = "locked-backups";
+
+fn env(s3: &SeaweedFs, bucket: &str, ws: &std::path::Path) -> BTreeMap<String, String> {
+    let mut env = s3_env(s3);
+    env.insert("S3_BUCKET".into(), bucket.into());
+    env.insert("SNAPSHOT_DIR".into(), s(ws));
+    env
+}
+
+fn date(v: &serde_json::Value, field: &str) -> DateTime<Utc> {
+    let text = v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {v}"));
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_rfc2822(text))
+        .unwrap_or_else(|e| panic!("{field} {text}: {e}"))
+        .with_timezone(&Utc)
+}
+
+fn keys(s3: &SeaweedFs, bucket: &str) -> Vec<String> {
+    s3.keys_in(bucket, &format!("{PREFIX_IN_BUCKET}/"))
+}
+
+/// Every object of snapshot `name` is locked in `mode` until one day after its upload, and
+/// the server states a SHA-256 checksum for it: the request carried one (the multipart
+/// `.snap` a composite over its `parts` parts, each part sent with its checksum).
+fn assert_locked_for_a_day(s3: &SeaweedFs, bucket: &str, name: &str, mode: &str, parts: usize) {
+    for suffix in [".snap", ".snap.json", ".snap.sha256"] {
+        let key = format!("{PREFIX_IN_BUCKET}/{name}{suffix}");
+        let head = s3.head_object(bucket, &key);
+        assert_eq!(head["ObjectLockMode"], mode, "{key}: {head}");
+        let uploaded = date(&head, "LastModified");
+        let until = date(&head, "ObjectLockRetainUntilDate");
+        let off = until - (uploaded + TimeDelta::days(1));
+        assert!(
+            off.num_seconds().abs() <= 5,
+            "{key}: retain-until {until} is not one day after its upload at {uploaded}: {head}"
+        );
+        let checksum = head["ChecksumSHA256"].as_str().unwrap_or_default();
+        assert!(!checksum.is_empty(), "{key}: no SHA-256 stated: {head}");
+        if suffix == ".snap" {
+            assert!(
+                checksum.ends_with(&format!("-{parts}")),
+                "{key}: a composite of {parts} parts expected: {head}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_object_is_locked_for_a_day_and_retention_keeps_the_locked_snapshot() {
+    let s3 = SeaweedFs::start("backups");
+    s3.create_bucket(LOCKED, true);
+    let ws = tempfile::tempdir().unwrap();
+    // Over one 8 MiB part, so the .snap goes up as a locked multipart upload of two parts.
+    let first = write_big_snapshot(ws.path(), "vault", at(2026, 11, 26, 6), 9 << 20);
+    let mut env = env(&s3, LOCKED, ws.path());
+    env.insert("S3_OBJECT_LOCK_MODE".into(), "GOVERNANCE".into());
+    env.insert("S3_OBJECT_LOCK_DAYS".into(), "1".into());
+
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("bucket protection: versioning enabled, Object Lock enabled"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("every object written carries an Object Lock"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the copy is locked"), "{stderr}");
+    assert_locked_for_a_day(&s3, LOCKED, first.name(), "GOVERNANCE", 2);
+
+    // A second snapshot, and retention that would keep only it.
+    let second = write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
+    env.insert("RETAIN_LAST".into(), "1".into());
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("retention plan") && l.contains(first.name()))
+        .unwrap_or_else(|| panic!("no plan line for {}: {stderr}", first.name()));
+    assert!(
+        line.contains("action=\"keep\"") && line.contains("locked until 2026-"),
+        "{line}"
+    );
+    assert!(stderr.contains("deleted 0 snapshots"), "{stderr}");
+    let held = keys(&s3, LOCKED);
+    for a in [&first, &second] {
+        for file in [a.snap_file(), a.manifest_file(), a.sha256_file()] {
+            assert!(
+                held.contains(&format!("{PREFIX_IN_BUCKET}/{file}")),
+                "{file} missing: {held:?}"
+            );
+        }
+    }
+    assert_locked_for_a_day(&s3, LOCKED, second.name(), "GOVERNANCE", 1);
+}
+
+#[test]
+fn a_lock_asked_of_a_bucket_without_object_lock_exits_1_and_uploads_nothing() {
+    let s3 = SeaweedFs::start("backups");
+    let ws = tempfile::tempdir().unwrap();
+    write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
+    let mut env = env(&s3, "backups", ws.path());
+    env.insert("S3_OBJECT_LOCK_MODE".into(), "COMPLIANCE".into());
+    env.insert("S3_OBJECT_LOCK_DAYS".into(), "7".into());
+
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bucket s3://backups/backups/vault has none enabled")
+            && stderr.contains("nothing was uploaded"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("upload started"), "{stderr}");
+    assert_eq!(keys(&s3, "backups"), Vec::<String>::new());
+    assert_eq!(s3.pending_multipart_uploads(), Vec::<String>::new());
+}
+
+#[test]
+fn a_bucket_default_retention_is_reported_and_retention_keeps_what_it_locks() {
+    let s3 = SeaweedFs::start("backups");
+    s3.create_bucket(LOCKED, true);
+    s3.set_default_retention(LOCKED, "GOVERNANCE", 1);
+    let ws = tempfile::tempdir().unwrap();
+    let first = write_snapshot(ws.path(), "vault", at(2026, 11, 26, 6), 4096);
+    let env = env(&s3, LOCKED, ws.path());
+
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("default retention GOVERNANCE 1 days")
+            && stderr.contains("the bucket's default retention locks every object written"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the copy is locked"), "{stderr}");
+    let head = s3.head_object(LOCKED, &format!("{PREFIX_IN_BUCKET}/{}", first.snap_file()));
+    assert_eq!(head["ObjectLockMode"], "GOVERNANCE", "{head}");
+
+    let second = write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
+    let mut env = env;
+    env.insert("RETAIN_LAST".into(), "1".into());
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(first.name()) && l.contains("locked until")),
+        "{stderr}"
+    );
+    let held = keys(&s3, LOCKED);
+    for a in [&first, &second] {
+        assert!(
+            held.contains(&format!("{PREFIX_IN_BUCKET}/{}", a.sha256_file())),
+            "{held:?}"
+        );
+    }
+}
