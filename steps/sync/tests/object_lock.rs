@@ -148,8 +148,8 @@ fn a_bucket_default_retention_is_reported_and_retention_keeps_what_it_locks() {
         "{stderr}"
     );
     assert!(stderr.contains("the copy is locked"), "{stderr}");
-    let head = s3.head_object(LOCKED, &format!("{PREFIX_IN_BUCKET}/{}", first.snap_file()));
-    assert_eq!(head["ObjectLockMode"], "GOVERNANCE", "{head}");
+    let snap_head = s3.head_object(LOCKED, &format!("{PREFIX_IN_BUCKET}/{}", first.snap_file()));
+    assert_eq!(snap_head["ObjectLockMode"], "GOVERNANCE", "{snap_head}");
 
     let second = write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
     let mut env = env;
