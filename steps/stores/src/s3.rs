@@ -89,6 +89,11 @@ pub fn s3(cfg: &S3Config) -> Result<Box<dyn Store>, ConfigError> {
         .with_access_key_id(&cfg.access_key_id)
         .with_secret_access_key(cfg.secret_access_key.expose())
         .with_checksum_algorithm(Checksum::SHA256)
+        // One key at a time with a plain DELETE rather than DeleteObjects: the step deletes
+        // one file per call anyway, and a refusal (a locked version, a policy that denies
+        // deletes) then comes back as a 403 (PermissionDenied) instead of a per-key error inside
+        // a 200 that object_store reports as a generic failure.
+        .with_disable_bulk_delete(true)
         .with_retry(retry)
         .with_client_options(options);
     if let Some(endpoint) = &cfg.endpoint {

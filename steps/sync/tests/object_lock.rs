@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
@@ -169,4 +171,143 @@ fn a_bucket_default_retention_is_reported_and_retention_keeps_what_it_locks() {
             "{held:?}"
         );
     }
+}
+
+/// A loopback proxy in front of SeaweedFS that answers every DELETE itself with 403
+/// AccessDenied, as S3 does for a locked version deleted by id or under a bucket policy that
+/// denies deletes; everything else goes to the real server unchanged (Host included, so the
+/// signatures verify). SeaweedFS answers a plain DELETE in a versioned bucket with a delete
+/// marker, never 403, so the refusal cannot be had from it directly.
+fn deny_deletes_proxy(upstream: u16) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let denied = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&denied);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let count = std::sync::Arc::clone(&count);
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut from_client = BufReader::new(client.try_clone()?);
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if from_client.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    let line = line.trim_end_matches(['\r', '\n']).to_owned();
+                    if line.is_empty() {
+                        break;
+                    }
+                    head.push(line);
+                }
+                let mut to_client = client;
+                if head.first().is_some_and(|l| l.starts_with("DELETE ")) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                    write!(
+                        to_client,
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )?;
+                    return to_client.shutdown(Shutdown::Both);
+                }
+                let server = TcpStream::connect(("127.0.0.1", upstream))?;
+                let mut to_server = server.try_clone()?;
+                let mut text = String::new();
+                for l in head.iter().filter(|l| {
+                    !l.split_once(':')
+                        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("connection"))
+                }) {
+                    text.push_str(l);
+                    text.push_str("\r\n");
+                }
+                text.push_str("Connection: close\r\n\r\n");
+                to_server.write_all(text.as_bytes())?;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(Shutdown::Write);
+                });
+                let mut from_server = server;
+                std::io::copy(&mut from_server, &mut to_client)?;
+                to_client.shutdown(Shutdown::Both)
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), denied)
+}
+
+#[test]
+fn a_delete_refused_with_403_in_a_locked_bucket_is_retained_not_a_failure() {
+    let s3 = SeaweedFs::start("backups");
+    s3.create_bucket(LOCKED, true);
+    // Older snapshots put there without a lock of their own (another writer, before the lock
+    // was asked for): the plan sees no lock and would delete them.
+    let seed = tempfile::tempdir().unwrap();
+    let old = stage_dated(
+        seed.path(),
+        "vault",
+        &[at(2026, 11, 20, 6), at(2026, 11, 21, 6)],
+    );
+    let out = s3.aws(&[
+        "s3",
+        "cp",
+        "--recursive",
+        "--only-show-errors",
+        &s(seed.path()),
+        &format!("s3://{LOCKED}/{PREFIX_IN_BUCKET}/"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ws = tempfile::tempdir().unwrap();
+    write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
+    let (proxy, denied) = deny_deletes_proxy(s3.port());
+    let mut env = env(&s3, LOCKED, ws.path());
+    env.insert("S3_ENDPOINT".into(), proxy);
+    env.insert("RETAIN_LAST".into(), "1".into());
+
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        denied.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "{stderr}"
+    );
+    for a in &old {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("retained (locked)") && l.contains(a.name())),
+            "{}: {stderr}",
+            a.name()
+        );
+    }
+    assert!(stderr.contains("deleted 0 snapshots"), "{stderr}");
+    assert_eq!(keys(&s3, LOCKED).len(), 9, "{:?}", keys(&s3, LOCKED));
+
+    // The same refusal from a bucket without Object Lock is what it always was: retention
+    // failed, exit 1.
+    let ws = tempfile::tempdir().unwrap();
+    write_snapshot(ws.path(), "vault", at(2026, 11, 27, 7), 4096);
+    let out = s3.aws(&[
+        "s3",
+        "cp",
+        "--recursive",
+        "--only-show-errors",
+        &s(seed.path()),
+        &format!("s3://backups/{PREFIX_IN_BUCKET}/"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.insert("S3_BUCKET".into(), "backups".into());
+    env.insert("SNAPSHOT_DIR".into(), s(ws.path()));
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("retention failed"), "{stderr}");
+    assert!(!stderr.contains("retained (locked)"), "{stderr}");
 }

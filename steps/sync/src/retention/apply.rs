@@ -97,10 +97,11 @@ pub async fn apply(
             let size = store.size(&file).await.ok().flatten().unwrap_or(0);
             match store.delete(&file).await {
                 Ok(()) => applied.deleted_bytes += size,
-                // The lock outlived what the plan saw (a bucket default, a lock extended by
-                // hand): the store keeps the snapshot, as it should. Not a failed run.
+                // A lock the plan did not see (extended by hand, a version locked by the
+                // bucket's default), or a policy of a locked bucket that denies deletes: the
+                // store keeps the snapshot, as it is meant to. Not a failed run.
                 Err(e) if e.is_refused() => {
-                    warn!(store = store.name(), snapshot = a.name(), file = %file, "retained (locked): the store refused the delete (403), Object Lock still holds it");
+                    warn!(store = store.name(), snapshot = a.name(), file = %file, "retained (locked): the bucket has Object Lock and refused the delete (403); the snapshot stays");
                     applied.retained_locked.push(a.name().to_owned());
                     continue 'snapshots;
                 }
