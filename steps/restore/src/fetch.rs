@@ -94,7 +94,9 @@ pub async fn locate(
     let not_listed = match wanted {
         Some(name) => {
             let a = Artifact::new(name);
-            if store.size(&a.sha256_file()).await?.is_some() {
+            if store.size(&a.sha256_file()).await?.is_some()
+                && store.size(&a.snap_file()).await?.is_some()
+            {
                 return Ok((store, name.to_owned()));
             }
             None

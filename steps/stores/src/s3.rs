@@ -368,7 +368,8 @@ impl Store for S3Store {
     fn version<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             match self.inner.inner.head(&self.inner.path(file)).await {
-                Ok(meta) => Ok(meta.version),
+                // A bucket whose versioning was suspended names new versions "null".
+                Ok(meta) => Ok(meta.version.filter(|v| v != "null")),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(self.inner.err("reading the version of", file, e)),
             }

@@ -11,6 +11,8 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
+use vault_backup_common::metrics::{STORE_LOCKED_UNTIL, STORE_OBJECT_LOCK};
+use vault_backup_testbed::pushgateway::Pushgateway;
 use vault_backup_testbed::seaweed::SeaweedFs;
 
 const LOCKED: &str = "locked-backups";
@@ -133,17 +135,37 @@ fn a_lock_asked_of_a_bucket_without_object_lock_exits_1_and_uploads_nothing() {
     assert_eq!(s3.pending_multipart_uploads(), Vec::<String>::new());
 }
 
+/// The value the Pushgateway holds for a store's series of the sync step.
+fn pushed(pg: &Pushgateway, name: &str) -> Option<f64> {
+    pg.metrics(name)
+        .into_iter()
+        .find(|s| s.name == name && s.label("step") == "snapshot-sync" && s.label("store") == "s3")
+        .map(|s| s.value)
+}
+
 #[test]
 fn a_bucket_default_retention_is_reported_and_retention_keeps_what_it_locks() {
     let s3 = SeaweedFs::start("backups");
+    let pg = Pushgateway::start();
     s3.create_bucket(LOCKED, true);
     s3.set_default_retention(LOCKED, "GOVERNANCE", 1);
     let ws = tempfile::tempdir().unwrap();
     let first = write_snapshot(ws.path(), "vault", at(2026, 11, 26, 6), 4096);
-    let env = env(&s3, LOCKED, ws.path());
+    let mut env = env(&s3, LOCKED, ws.path());
+    env.insert("METRICS_PUSHGATEWAY_URL".into(), pg.url());
 
     let (code, stderr) = run_binary(&env);
     assert_eq!(code, Some(0), "{stderr}");
+    // The metrics: a lock, and the copy's retain-until (a day from now, give or take).
+    assert_eq!(pushed(&pg, STORE_OBJECT_LOCK.name), Some(1.0));
+    let until = pushed(&pg, STORE_LOCKED_UNTIL.name).expect("retain-until pushed");
+    // Unix seconds of this century fit an f64 exactly.
+    #[allow(clippy::cast_precision_loss)]
+    let day_from_now = (Utc::now() + TimeDelta::days(1)).timestamp() as f64;
+    assert!(
+        (until - day_from_now).abs() < 60.0,
+        "{until} vs {day_from_now}"
+    );
     assert!(
         stderr.contains("default retention GOVERNANCE 1 days")
             && stderr.contains("the bucket's default retention locks every object written"),
@@ -154,7 +176,6 @@ fn a_bucket_default_retention_is_reported_and_retention_keeps_what_it_locks() {
     assert_eq!(snap_head["ObjectLockMode"], "GOVERNANCE", "{snap_head}");
 
     let second = write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
-    let mut env = env;
     env.insert("RETAIN_LAST".into(), "1".into());
     let (code, stderr) = run_binary(&env);
     assert_eq!(code, Some(0), "{stderr}");
@@ -171,6 +192,16 @@ fn a_bucket_default_retention_is_reported_and_retention_keeps_what_it_locks() {
             "{held:?}"
         );
     }
+
+    // The job pointed at a bucket without a lock: the gauge the alert watches goes to 0.
+    env.insert("S3_BUCKET".into(), "backups".into());
+    let (code, stderr) = run_binary(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("bucket protection: versioning off, Object Lock not enabled"),
+        "{stderr}"
+    );
+    assert_eq!(pushed(&pg, STORE_OBJECT_LOCK.name), Some(0.0));
 }
 
 /// A loopback proxy in front of SeaweedFS that answers every DELETE itself with 403
