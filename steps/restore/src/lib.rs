@@ -90,14 +90,12 @@ pub async fn run(config: Config) -> Result<Summary> {
 #[allow(clippy::too_many_lines)]
 async fn run_inner(config: &Config) -> Result<Summary> {
     let started = Instant::now();
-    let store = fetch::open(&config.source)?;
-    let name = if let Some(n) = &config.snapshot_name {
-        n.clone()
-    } else {
-        let n = fetch::newest(store.as_ref(), &config.prefix).await?;
-        tracing::info!(name = %n, store = %store.location(""), "newest complete snapshot");
-        n
-    };
+    let (store, name) = fetch::locate(
+        fetch::open(&config.source)?,
+        config.snapshot_name.as_deref(),
+        &config.prefix,
+    )
+    .await?;
     let confirmed_target = confirmation(config, &name, store.as_ref())?;
     let mode = match &config.mode {
         Mode::Cluster { force, .. } => format!("cluster (force: {force})"),

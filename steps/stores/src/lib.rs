@@ -7,6 +7,7 @@
 
 pub mod checksum;
 mod dir;
+pub mod lock;
 mod object;
 mod s3;
 pub mod s3config;
