@@ -9,7 +9,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{CANARY, env, restore_bin, run, s, step_bin};
+use common::{CANARY, env, restore_bin, run, s};
 use vault_backup_common::artifact::{Artifact, Manifest};
 use vault_backup_testbed::check::{files, sha256sum_check};
 use vault_backup_testbed::openbao::{Cluster, Options, ScratchNode};
@@ -26,33 +26,14 @@ fn s3_env(s3: &SeaweedFs) -> BTreeMap<String, String> {
     ])
 }
 
-/// The backup Task's two steps against `source`: `vault-snapshot` with the canary, then
-/// `snapshot-sync` to `BACKUP_DIR` and/or S3. Returns the snapshot's name.
+/// The backup Task's two steps against `source` (with the canary), to `BACKUP_DIR` and/or S3.
+/// Returns the snapshot's name.
 fn back_up(source: &Cluster, bk: Option<&Path>, s3: Option<&SeaweedFs>) -> String {
-    let ws = tempfile::tempdir().unwrap();
-    let results = tempfile::tempdir().unwrap();
-    let (code, stderr) = run(
-        &step_bin("vault-snapshot"),
-        &env(&[
-            ("VAULT_ADDR", source.addr(0)),
-            ("VAULT_TOKEN", source.root_token()),
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("RESULTS_DIR", &s(results.path())),
-            ("CANARY_PATH", CANARY),
-            ("TASKRUN_NAME", "vault-backup-run-1"),
-        ]),
-    );
-    assert_eq!(code, 0, "vault-snapshot: {stderr}");
-    let name = std::fs::read_to_string(results.path().join("snapshot-name")).unwrap();
-    let mut sync = s3.map(s3_env).unwrap_or_default();
-    sync.insert("SNAPSHOT_DIR".into(), s(ws.path()));
-    sync.insert("SNAPSHOT_NAME".into(), name.clone());
+    let mut stores = s3.map(s3_env).unwrap_or_default();
     if let Some(bk) = bk {
-        sync.insert("BACKUP_DIR".into(), s(bk));
+        stores.insert("BACKUP_DIR".into(), s(bk));
     }
-    let (code, stderr) = run(&step_bin("snapshot-sync"), &sync);
-    assert_eq!(code, 0, "snapshot-sync: {stderr}");
-    name
+    common::back_up(source.addr(0), source.root_token(), true, stores).name
 }
 
 /// A source cluster with a KV v2 `secret/` mount (the canary's) and one secret.

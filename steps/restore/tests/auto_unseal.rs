@@ -9,7 +9,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{CANARY, env, restore_bin, run, s, step_bin};
+use common::{CANARY, env, restore_bin, run, s};
 use serde_json::Value;
 use vault_backup_testbed::check::files;
 use vault_backup_testbed::openbao::{Cluster, Options};
@@ -24,34 +24,11 @@ fn result(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
-/// `vault-snapshot` (with the canary) against `addr`, then `snapshot-sync` to `bk`; returns
-/// the snapshot's name and the snapshot step's stderr.
+/// The backup Task's two steps (with the canary) against `addr`, to `bk`; returns the
+/// snapshot's name and the snapshot step's stderr.
 fn back_up(addr: &str, token: &str, bk: &Path) -> (String, String) {
-    let ws = tempfile::tempdir().unwrap();
-    let results = tempfile::tempdir().unwrap();
-    let (code, stderr) = run(
-        &step_bin("vault-snapshot"),
-        &env(&[
-            ("VAULT_ADDR", addr),
-            ("VAULT_TOKEN", token),
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("RESULTS_DIR", &s(results.path())),
-            ("CANARY_PATH", CANARY),
-            ("TASKRUN_NAME", "vault-backup-transit-1"),
-        ]),
-    );
-    assert_eq!(code, 0, "vault-snapshot: {stderr}");
-    let name = result(results.path(), "snapshot-name");
-    let (code, sync) = run(
-        &step_bin("snapshot-sync"),
-        &env(&[
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("SNAPSHOT_NAME", &name),
-            ("BACKUP_DIR", &s(bk)),
-        ]),
-    );
-    assert_eq!(code, 0, "snapshot-sync: {sync}");
-    (name, stderr)
+    let backup = common::back_up(addr, token, true, env(&[("BACKUP_DIR", &s(bk))]));
+    (backup.name, backup.snapshot_log)
 }
 
 fn cluster_name(status: &Value) -> String {

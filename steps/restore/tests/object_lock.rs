@@ -10,7 +10,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{CANARY, env, restore_bin, run, s, step_bin};
+use common::{CANARY, env, restore_bin, run, s};
 use vault_backup_testbed::openbao::{Cluster, Options, ScratchNode};
 use vault_backup_testbed::seaweed::SeaweedFs;
 
@@ -27,32 +27,13 @@ fn s3_env(s3: &SeaweedFs) -> BTreeMap<String, String> {
     ])
 }
 
-/// `vault-snapshot` (with the canary) then `snapshot-sync` into the locked bucket, each object
-/// locked for a day. Returns the snapshot's name.
+/// The backup Task's two steps (with the canary) into the locked bucket, each object locked
+/// for a day. Returns the snapshot's name.
 fn back_up(source: &Cluster, s3: &SeaweedFs) -> String {
-    let ws = tempfile::tempdir().unwrap();
-    let results = tempfile::tempdir().unwrap();
-    let (code, stderr) = run(
-        &step_bin("vault-snapshot"),
-        &env(&[
-            ("VAULT_ADDR", source.addr(0)),
-            ("VAULT_TOKEN", source.root_token()),
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("RESULTS_DIR", &s(results.path())),
-            ("CANARY_PATH", CANARY),
-            ("TASKRUN_NAME", "vault-backup-run-1"),
-        ]),
-    );
-    assert_eq!(code, 0, "vault-snapshot: {stderr}");
-    let name = std::fs::read_to_string(results.path().join("snapshot-name")).unwrap();
-    let mut sync = s3_env(s3);
-    sync.insert("SNAPSHOT_DIR".into(), s(ws.path()));
-    sync.insert("SNAPSHOT_NAME".into(), name.clone());
-    sync.insert("S3_OBJECT_LOCK_MODE".into(), "GOVERNANCE".into());
-    sync.insert("S3_OBJECT_LOCK_DAYS".into(), "1".into());
-    let (code, stderr) = run(&step_bin("snapshot-sync"), &sync);
-    assert_eq!(code, 0, "snapshot-sync: {stderr}");
-    name
+    let mut stores = s3_env(s3);
+    stores.insert("S3_OBJECT_LOCK_MODE".into(), "GOVERNANCE".into());
+    stores.insert("S3_OBJECT_LOCK_DAYS".into(), "1".into());
+    common::back_up(source.addr(0), source.root_token(), true, stores).name
 }
 
 /// A source cluster with a KV v2 `secret/` mount (the canary's) and `secret/app`.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 mod common;
 
-use common::{env, restore_bin, run, s, step_bin};
+use common::{env, restore_bin, run, s};
 use serde_json::Value;
 use vault_backup_testbed::check::files;
 use vault_backup_testbed::openbao::{Cluster, Options, ScratchNode};
@@ -73,29 +73,8 @@ fn current_version(c: &Cluster, path: &str) -> u64 {
 
 /// The backup Task's two steps into a directory store. Returns the snapshot's name.
 fn back_up(source: &Cluster, bk: &Path) -> String {
-    let ws = tempfile::tempdir().unwrap();
-    let results = tempfile::tempdir().unwrap();
-    let (code, stderr) = run(
-        &step_bin("vault-snapshot"),
-        &env(&[
-            ("VAULT_ADDR", source.addr(0)),
-            ("VAULT_TOKEN", source.root_token()),
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("RESULTS_DIR", &s(results.path())),
-        ]),
-    );
-    assert_eq!(code, 0, "vault-snapshot: {stderr}");
-    let name = std::fs::read_to_string(results.path().join("snapshot-name")).unwrap();
-    let (code, stderr) = run(
-        &step_bin("snapshot-sync"),
-        &env(&[
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("SNAPSHOT_NAME", &name),
-            ("BACKUP_DIR", &s(bk)),
-        ]),
-    );
-    assert_eq!(code, 0, "snapshot-sync: {stderr}");
-    name
+    let stores = env(&[("BACKUP_DIR", &s(bk))]);
+    common::back_up(source.addr(0), source.root_token(), false, stores).name
 }
 
 /// The story of must-show 1 up to the recovery: `secret/app/db` (v1) and `secret/app/api`
@@ -552,28 +531,13 @@ fn an_auto_unsealed_source_is_recovered_with_its_recovery_keys() {
     let source = SealedCluster::start(1, &seal);
     source.kv2_put("app/db", "password", DB_V1);
     let bk = tempfile::tempdir().unwrap();
-    let ws = tempfile::tempdir().unwrap();
-    let results = tempfile::tempdir().unwrap();
-    let (code, stderr) = run(
-        &step_bin("vault-snapshot"),
-        &env(&[
-            ("VAULT_ADDR", source.addr(0)),
-            ("VAULT_TOKEN", source.root_token()),
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("RESULTS_DIR", &s(results.path())),
-        ]),
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let name = std::fs::read_to_string(results.path().join("snapshot-name")).unwrap();
-    let (code, stderr) = run(
-        &step_bin("snapshot-sync"),
-        &env(&[
-            ("SNAPSHOT_DIR", &s(ws.path())),
-            ("SNAPSHOT_NAME", &name),
-            ("BACKUP_DIR", &s(bk.path())),
-        ]),
-    );
-    assert_eq!(code, 0, "{stderr}");
+    let name = common::back_up(
+        source.addr(0),
+        source.root_token(),
+        false,
+        env(&[("BACKUP_DIR", &s(bk.path()))]),
+    )
+    .name;
     source.kv2_put("app/db", "password", DB_V2);
 
     let keys = tempfile::tempdir().unwrap();

@@ -61,3 +61,45 @@ pub fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// What [`back_up`] left: the snapshot's name and the snapshot step's stderr.
+pub struct Backup {
+    /// The snapshot's name (`vault-<time>`).
+    pub name: String,
+    /// `vault-snapshot`'s stderr, for checks on its log.
+    pub snapshot_log: String,
+}
+
+/// The backup Task's two steps: `vault-snapshot` against `addr` with `token` (writing the
+/// canary at [`CANARY`] when `canary`), then `snapshot-sync` with `stores` (the store
+/// variables: `BACKUP_DIR`, `S3_*`, ...). Both must exit 0.
+pub fn back_up(
+    addr: &str,
+    token: &str,
+    canary: bool,
+    mut stores: BTreeMap<String, String>,
+) -> Backup {
+    let ws = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let mut snapshot = env(&[
+        ("VAULT_ADDR", addr),
+        ("VAULT_TOKEN", token),
+        ("SNAPSHOT_DIR", &s(ws.path())),
+        ("RESULTS_DIR", &s(results.path())),
+        ("TASKRUN_NAME", "vault-backup-run-1"),
+    ]);
+    if canary {
+        snapshot.insert("CANARY_PATH".into(), CANARY.into());
+    }
+    let (code, snapshot_log) = run(&step_bin("vault-snapshot"), &snapshot);
+    assert_eq!(code, 0, "vault-snapshot: {snapshot_log}");
+    let name = std::fs::read_to_string(results.path().join("snapshot-name"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    stores.insert("SNAPSHOT_DIR".into(), s(ws.path()));
+    stores.insert("SNAPSHOT_NAME".into(), name.clone());
+    let (code, stderr) = run(&step_bin("snapshot-sync"), &stores);
+    assert_eq!(code, 0, "snapshot-sync: {stderr}");
+    Backup { name, snapshot_log }
+}
