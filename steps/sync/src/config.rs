@@ -11,7 +11,10 @@ use vault_backup_common::tekton::Results;
 use crate::retention;
 pub use vault_backup_stores::S3Config;
 pub use vault_backup_stores::S3Env;
+use vault_backup_stores::azureconfig::azure_config;
+use vault_backup_stores::gcsconfig::gcs_config;
 use vault_backup_stores::s3config::s3_config;
+pub use vault_backup_stores::{AzureConfig, AzureEnv, GcsConfig, GcsEnv};
 
 /// The Tekton result with the comma-separated names of the stores that hold a verified copy.
 pub const RESULT_SYNCED_STORES: &str = "synced-stores";
@@ -57,6 +60,12 @@ pub struct RawConfig {
     /// The bucket claim's or the plain S3 variables.
     #[serde(flatten)]
     pub s3: S3Env,
+    /// The GCS variables (`GOOGLE_*`, `GCS_PREFIX`).
+    #[serde(flatten)]
+    pub gcs: GcsEnv,
+    /// The Azure Blob variables (`AZURE_*`).
+    #[serde(flatten)]
+    pub azure: AzureEnv,
 }
 
 impl RawConfig {
@@ -64,7 +73,13 @@ impl RawConfig {
     /// field names from [`cfg::variables`].
     #[must_use]
     pub fn variables() -> Vec<String> {
-        [cfg::variables::<SyncEnv>(), cfg::variables::<S3Env>()].concat()
+        [
+            cfg::variables::<SyncEnv>(),
+            cfg::variables::<S3Env>(),
+            cfg::variables::<GcsEnv>(),
+            cfg::variables::<AzureEnv>(),
+        ]
+        .concat()
     }
 }
 
@@ -88,6 +103,10 @@ pub struct Config {
     pub prefix: String,
     /// The S3 store, if configured.
     pub s3: Option<S3Config>,
+    /// The GCS store, if configured.
+    pub gcs: Option<GcsConfig>,
+    /// The Azure Blob store, if configured.
+    pub azure: Option<AzureConfig>,
     /// The directory store (`BACKUP_DIR`), if configured.
     pub backup_dir: Option<PathBuf>,
     /// Retention, the same for every store.
@@ -119,6 +138,8 @@ impl TryFrom<RawConfig> for Config {
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
         let s3 = s3_config(&raw.s3)?;
+        let gcs = gcs_config(&raw.gcs)?;
+        let azure = azure_config(&raw.azure)?;
         let raw = raw.sync;
         let snapshot_dir = cfg::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
         let prefix = cfg::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?;
@@ -146,10 +167,10 @@ impl TryFrom<RawConfig> for Config {
             .as_deref()
             .map(|d| cfg::existing_dir("BACKUP_DIR", d.trim()))
             .transpose()?;
-        if s3.is_none() && backup_dir.is_none() {
+        if s3.is_none() && gcs.is_none() && azure.is_none() && backup_dir.is_none() {
             return Err(ConfigError::new(
-                "BUCKET_NAME, S3_BUCKET, BACKUP_DIR",
-                "no store configured; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, and/or BACKUP_DIR",
+                "BUCKET_NAME, S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, BACKUP_DIR",
+                "no store configured; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, and/or BACKUP_DIR",
             ));
         }
         let count = |var: &str, v: &Option<String>| cfg::parse_count(var, v.as_deref(), 1, 100_000);
@@ -177,6 +198,8 @@ impl TryFrom<RawConfig> for Config {
             which,
             prefix,
             s3,
+            gcs,
+            azure,
             backup_dir,
             retention,
             dry_run,
