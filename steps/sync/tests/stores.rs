@@ -32,6 +32,7 @@ fn raw_for(s3: &SeaweedFs, ws: &std::path::Path, bk: &std::path::Path) -> RawCon
             aws_secret_access_key: Some(s3.secret_key().to_owned()),
             ..S3Env::default()
         },
+        ..RawConfig::default()
     }
 }
 
