@@ -79,7 +79,11 @@ impl Azurite {
             .arg(port.to_string())
             .arg("--location")
             .arg(dir.path())
-            .args(["--silent", "--skipApiVersionCheck", "--disableProductStyleUrl"])
+            .args([
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableProductStyleUrl",
+            ])
             .current_dir(dir.path());
         let server = Server::spawn("azurite", cmd, &dir.path().join("azurite.log"));
         let mut me = Self {
@@ -96,7 +100,8 @@ impl Azurite {
             );
             port_open(port)
         });
-        let (status, body) = me.request("PUT", &format!("/{container}"), &[("restype", "container")]);
+        let (status, body) =
+            me.request("PUT", &format!("/{container}"), &[("restype", "container")]);
         assert_eq!(status, 201, "creating container {container}: {body}");
         me
     }
@@ -135,7 +140,11 @@ impl Azurite {
         let (status, body) = self.request(
             "GET",
             &format!("/{}", self.container),
-            &[("comp", "list"), ("prefix", prefix), ("restype", "container")],
+            &[
+                ("comp", "list"),
+                ("prefix", prefix),
+                ("restype", "container"),
+            ],
         );
         assert_eq!(status, 200, "listing: {body}");
         let mut keys: Vec<String> = body
@@ -174,7 +183,10 @@ impl Azurite {
             .args(["-s", "-w", "\n%{http_code}", "-X", method])
             .args(["-H", &format!("x-ms-date: {date}")])
             .args(["-H", &format!("x-ms-version: {API_VERSION}")])
-            .args(["-H", &format!("Authorization: SharedKey {ACCOUNT}:{signature}")])
+            .args([
+                "-H",
+                &format!("Authorization: SharedKey {ACCOUNT}:{signature}"),
+            ])
             .args(["-H", "Content-Length: 0"])
             .arg(&url)
             .output()

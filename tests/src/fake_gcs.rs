@@ -72,17 +72,24 @@ impl FakeGcs {
         let port = free_port();
         let url = format!("http://{}:{port}", host());
         let mut cmd = Command::new(binary());
-        cmd.args(["-scheme", "http", "-backend", "memory", "-log-level", "warn"])
-            .arg("-host")
-            .arg(host())
-            .arg("-port")
-            .arg(port.to_string())
-            // Session URIs (Location) and links must name the address clients reach it at.
-            .arg("-external-url")
-            .arg(&url)
-            .arg("-public-host")
-            .arg(format!("{}:{port}", host()))
-            .current_dir(dir.path());
+        cmd.args([
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-log-level",
+            "warn",
+        ])
+        .arg("-host")
+        .arg(host())
+        .arg("-port")
+        .arg(port.to_string())
+        // Session URIs (Location) and links must name the address clients reach it at.
+        .arg("-external-url")
+        .arg(&url)
+        .arg("-public-host")
+        .arg(format!("{}:{port}", host()))
+        .current_dir(dir.path());
         let server = Server::spawn("fake-gcs-server", cmd, &dir.path().join("fake-gcs.log"));
         let mut me = Self {
             server,
@@ -138,7 +145,10 @@ impl FakeGcs {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("GOOGLE_BUCKET".into(), self.bucket.clone()),
-            ("GOOGLE_SERVICE_ACCOUNT_KEY".into(), self.service_account_key()),
+            (
+                "GOOGLE_SERVICE_ACCOUNT_KEY".into(),
+                self.service_account_key(),
+            ),
         ]
     }
 
