@@ -29,7 +29,7 @@ pub struct FakeGcs {
     server: Server,
     port: u16,
     bucket: String,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// The bundled fake-gcs-server binary inside `.venv`.
@@ -95,7 +95,7 @@ impl FakeGcs {
             server,
             port,
             bucket: bucket.to_owned(),
-            _dir: dir,
+            dir,
         };
         wait_until("fake-gcs-server port", Duration::from_secs(30), || {
             assert!(
@@ -105,7 +105,7 @@ impl FakeGcs {
             );
             port_open(port)
         });
-        let (status, body) = me.curl(&[
+        let (status, body) = Self::curl(&[
             "-X",
             "POST",
             "-H",
@@ -159,7 +159,7 @@ impl FakeGcs {
     /// If the listing fails.
     #[must_use]
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let (status, body) = self.curl(&[&format!(
+        let (status, body) = Self::curl(&[&format!(
             "{}/storage/v1/b/{}/o?prefix={prefix}",
             self.url(),
             self.bucket
@@ -198,9 +198,9 @@ impl FakeGcs {
     /// # Panics
     /// If the upload fails.
     pub fn put(&self, key: &str, body: &[u8]) {
-        let src = self._dir.path().join(format!("put-{}", free_port()));
+        let src = self.dir.path().join(format!("put-{}", free_port()));
         std::fs::write(&src, body).expect("write upload source");
-        let (status, answer) = self.curl(&[
+        let (status, answer) = Self::curl(&[
             "-X",
             "POST",
             "--data-binary",
@@ -222,7 +222,7 @@ impl FakeGcs {
     }
 
     /// Runs curl with `args`; the status code and the body.
-    fn curl(&self, args: &[&str]) -> (u16, String) {
+    fn curl(args: &[&str]) -> (u16, String) {
         let out = Command::new("curl")
             .args(["-s", "-w", "\n%{http_code}"])
             .args(args)

@@ -12,7 +12,7 @@
 #![allow(clippy::case_sensitive_file_extension_comparisons)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -278,7 +278,9 @@ fn upload_and_verify(kind: Kind) {
     assert_eq!(report.store, b.name());
     assert!(report.ok() && !report.already_there, "{report:?}");
     assert_eq!(
-        report.verification.map(|v| v.as_str()),
+        report
+            .verification
+            .map(snapshot_sync::upload::Verification::as_str),
         Some("sha256"),
         "{report:?}"
     );
@@ -320,7 +322,12 @@ fn resync_uploads_nothing(kind: Kind) {
     let second = run();
     let report = &second.stores[0];
     assert!(report.ok() && report.already_there, "{report:?}");
-    assert_eq!(report.verification.map(|v| v.as_str()), Some("sha256"));
+    assert_eq!(
+        report
+            .verification
+            .map(snapshot_sync::upload::Verification::as_str),
+        Some("sha256")
+    );
     assert_eq!(b.files(), before);
 }
 
@@ -528,7 +535,6 @@ fn restore_fetch(kind: Kind) {
         std::fs::read(&fetched.path).unwrap(),
         std::fs::read(ws.path().join(a.snap_file())).unwrap()
     );
-    let _: PathBuf = fetched.path;
 }
 
 /// Every case for one store, as a module of tests.
