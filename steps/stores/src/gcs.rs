@@ -12,9 +12,10 @@
 //! `object_store`'s own credential provider (service account, application default
 //! credentials, or the metadata server that GKE Workload Identity answers).
 //!
-//! The copy is checked by reading it back ([`ServerChecksum::ReadBack`]): GCS states an MD5
-//! and a CRC32C of what it received, which proves the transfer, not that what was sent is the
-//! verified snapshot.
+//! The copy is checked by reading it back ([`ServerChecksum::ReadBack`]). GCS states an MD5 and
+//! a CRC32C of the object, but they prove the copy only against an MD5 computed in the read that
+//! verified the workspace file (as S3's composite checksum is), which the sync step does not
+//! compute; nor does the `store_verified_sha256` metric know an `md5` level.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,8 +33,9 @@ pub(crate) struct ObjectStoreBacked {
 pub(crate) enum ServerChecksum {
     /// S3's `x-amz-checksum-sha256`, from a presigned HEAD.
     S3(crate::s3::ChecksumReadBack),
-    /// None that proves the copy is the verified bytes (GCS states an MD5 of what it received,
-    /// Azure none for a block list): the copy is read back and hashed (`readback.rs`).
+    /// None that the sync step can compare with what it verified (GCS states an MD5, which the
+    /// sync step does not compute; Azure none for a block list): the copy is read back and
+    /// hashed (`readback.rs`).
     ReadBack,
 }
 
