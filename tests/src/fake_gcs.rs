@@ -7,7 +7,13 @@
 //! conformance suite):
 //! - No XML multipart upload (`POST /bucket/key?uploads` answers 400 "invalid uploadType",
 //!   its issue 852): the GCS store uploads with the JSON API's resumable upload, which it does
-//!   implement (chunks with `Content-Range`, 308 with `Range` until the last one).
+//!   implement (chunks with `Content-Range`, 308 with `Range` until the last one), though not
+//!   all of it: it appends every chunk whatever its `Content-Range` start, and a status query
+//!   (`Content-Range: bytes */*`) completes the object with what it holds. GCS honours the
+//!   offset and answers a status query with 308 and `Range`. The store's resend after a failed
+//!   chunk is therefore tested against a canned server (`tests/tests/gcs_resumable.rs`).
+//! - No XML `PUT` of an object either (400 "invalid uploadType"; XML uploads only with a signed
+//!   URL): small files go up as one-chunk resumable uploads.
 //! - No authentication at all: clients use a service account key with `"disable_oauth": true`
 //!   and `gcs_base_url` pointing here (`object_store`'s own test convention).
 //! - XML `ETag` is the base64 MD5 in quotes (GCS: hex MD5); `x-goog-hash` carries `crc32c` and
@@ -122,6 +128,12 @@ impl FakeGcs {
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://{}:{}", host(), self.port)
+    }
+
+    /// The port on the test-bed host.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The bucket created at start.
