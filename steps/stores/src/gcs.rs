@@ -299,7 +299,7 @@ impl ResumableWriter {
                     match self.put(Bytes::new(), &format!("bytes */{total}")).await {
                         Ok(s) => Ok(s),
                         Err((_, status_error)) => {
-                            tracing::warn!(target = %self.target, attempt, "a chunk failed ({e}) and so did asking the server where it is ({status_error}); sending it again");
+                            tracing::warn!(location = %self.target, attempt, "a chunk failed ({e}) and so did asking the server where it is ({status_error}); sending it again");
                             continue;
                         }
                     }
@@ -315,7 +315,19 @@ impl ResumableWriter {
                     self.sent = n;
                     return Ok(());
                 }
-                Sent::Holds(n) if (start..=end).contains(&n) => self.sent = n,
+                Sent::Holds(n) if (start..=end).contains(&n) => {
+                    // A server that keeps part of a chunk gets the rest; one that keeps none of
+                    // it, again and again, is given up on like a failing one.
+                    if n <= self.sent {
+                        attempt += 1;
+                        if attempt > CHUNK_RETRIES {
+                            return Err(format!(
+                                "the server keeps holding {n} bytes and takes no more"
+                            ));
+                        }
+                    }
+                    self.sent = n;
+                }
                 Sent::Holds(n) => {
                     return Err(format!(
                         "the server holds {n} bytes, outside this chunk's {start}..{end}"
