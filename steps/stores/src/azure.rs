@@ -7,8 +7,9 @@
 //! sends nothing.
 //!
 //! The copy is checked by reading it back ([`ServerChecksum::ReadBack`]): a blob committed from
-//! a block list has no `Content-MD5` unless the client sets one, which `object_store` does not,
-//! and Azure keeps no whole-blob CRC64.
+//! a block list has no `Content-MD5` unless the client sets one (`x-ms-blob-content-md5`, which
+//! Azure stores without checking it), which `object_store` does not, and Azure keeps no
+//! whole-blob CRC64.
 
 use std::sync::Arc;
 use std::time::Duration;
