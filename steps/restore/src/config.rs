@@ -524,6 +524,10 @@ mod tests {
     #[case(&[("RESTORE_CONFIRM", "x"), ("S3_BUCKET", "b"), ("S3_ENDPOINT", "http://127.0.0.1:1"), ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")], "RESTORE_FROM: both an S3 bucket and BACKUP_DIR are configured")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "s3")], "RESTORE_FROM: is s3 but no bucket is configured")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "tape")], "RESTORE_FROM: expected s3, gcs, azure or dir")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "gcs")], "RESTORE_FROM: is gcs but no bucket is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "azure")], "RESTORE_FROM: is azure but no container is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("GOOGLE_BUCKET", "b")], "RESTORE_FROM: more than one store is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("AZURE_CONTAINER_NAME", "c")], "AZURE_STORAGE_ACCOUNT_NAME: is required")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FORCE", "maybe")], "RESTORE_FORCE: expected true or false")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_TIMEOUT", "soon")], "RESTORE_TIMEOUT: expected a positive duration")]
     #[case(&[("DRILL_RECOVERY_KEYS_FILE", "/keys"), ("RESTORE_CONFIRM", "x")], "DRILL_RECOVERY_KEYS_FILE: applies to RESTORE_MODE=drill only")]
@@ -536,6 +540,35 @@ mod tests {
         assert!(err.starts_with(want), "got {err:?}, want {want:?}");
         assert!(!err.contains('\n'), "one line: {err:?}");
         assert!(!err.contains("secret-token"), "{err:?}");
+    }
+
+    #[test]
+    fn gcs_or_azure_is_chosen_by_restore_from_or_as_the_only_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let gcs = [("RESTORE_CONFIRM", "x"), ("GOOGLE_BUCKET", "b")];
+        let c = config(d, &[&gcs[..], &[("RESTORE_FROM", "gcs")]].concat()).unwrap();
+        assert!(matches!(c.source, Source::Gcs(ref g) if g.bucket == "b"));
+        let azure = [
+            ("RESTORE_CONFIRM", "x"),
+            ("AZURE_CONTAINER_NAME", "c"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "a"),
+            ("RESTORE_FROM", "azure"),
+        ];
+        let c = config(d, &azure).unwrap();
+        assert!(matches!(c.source, Source::Azure(ref a) if a.container == "c"));
+        // The same GCS bucket, with the directory as the only other store, needs RESTORE_FROM;
+        // without BACKUP_DIR it is the only store and needs nothing.
+        let mut vars: Vec<(String, String)> = vec![
+            ("VAULT_ADDR".into(), "http://127.0.0.1:8200".into()),
+            ("VAULT_TOKEN".into(), "t".into()),
+            ("SNAPSHOT_DIR".into(), d.into()),
+            ("RESTORE_CONFIRM".into(), "x".into()),
+            ("GOOGLE_BUCKET".into(), "b".into()),
+        ];
+        vars.sort();
+        let c = Config::try_from(env::from_iter::<RawConfig, _>(vars).unwrap()).unwrap();
+        assert!(matches!(c.source, Source::Gcs(_)));
     }
 
     #[test]

@@ -336,6 +336,28 @@ mod tests {
         assert!(!c.require_checksum);
     }
 
+    #[test]
+    fn a_gcs_bucket_or_an_azure_container_alone_is_a_store() {
+        let ws = tempfile::tempdir().unwrap();
+        let c = Config::try_from(raw(ws.path(), &[("GOOGLE_BUCKET", "b")])).unwrap();
+        assert_eq!(c.gcs.unwrap().bucket, "b");
+        let c = Config::try_from(raw(
+            ws.path(),
+            &[
+                ("AZURE_CONTAINER_NAME", "c"),
+                ("AZURE_STORAGE_ACCOUNT_NAME", "a"),
+                ("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+            ],
+        ))
+        .unwrap();
+        let azure = c.azure.unwrap();
+        assert_eq!(azure.container, "c");
+        assert!(c.s3.is_none() && c.gcs.is_none() && c.backup_dir.is_none());
+        assert!(!format!("{azure:?}").contains("a2V5"));
+        let err = Config::try_from(raw(ws.path(), &[("GCS_PREFIX", "p")])).unwrap_err();
+        assert_eq!(err.variable, "GCS_PREFIX");
+    }
+
     #[rstest]
     #[case(&[("BUCKET_SSL", "false"), ("S3_TLS", "true")], "BUCKET_SSL, S3_TLS")]
     #[case(&[("BUCKET_SSL", "true"), ("S3_TLS", "false")], "BUCKET_SSL, S3_TLS")]
