@@ -79,10 +79,12 @@ impl Azurite {
             .arg(port.to_string())
             .arg("--location")
             .arg(dir.path())
+            // No telemetry: a test bed sends nothing anywhere (Azurite collects it by default).
             .args([
                 "--silent",
                 "--skipApiVersionCheck",
                 "--disableProductStyleUrl",
+                "--disableTelemetry",
             ])
             .current_dir(dir.path());
         let server = Server::spawn("azurite", cmd, &dir.path().join("azurite.log"));
