@@ -287,6 +287,117 @@ impl SeaweedFs {
         );
     }
 
+    /// Creates another bucket, with S3 Object Lock enabled (and so versioning) when
+    /// `object_lock` is set: `aws s3api create-bucket --object-lock-enabled-for-bucket`.
+    ///
+    /// # Panics
+    /// If the CLI fails.
+    pub fn create_bucket(&self, bucket: &str, object_lock: bool) {
+        let mut args = vec!["s3api", "create-bucket", "--bucket", bucket];
+        if object_lock {
+            args.push("--object-lock-enabled-for-bucket");
+        }
+        self.aws_ok(&args);
+    }
+
+    /// Sets a bucket's default retention (`put-object-lock-configuration`): every new object
+    /// version that asks for no lock of its own gets `mode` for `days`.
+    ///
+    /// # Panics
+    /// If the CLI fails.
+    pub fn set_default_retention(&self, bucket: &str, mode: &str, days: u32) {
+        let config = format!(
+            r#"{{"ObjectLockEnabled":"Enabled","Rule":{{"DefaultRetention":{{"Mode":"{mode}","Days":{days}}}}}}}"#
+        );
+        self.aws_ok(&[
+            "s3api",
+            "put-object-lock-configuration",
+            "--bucket",
+            bucket,
+            "--object-lock-configuration",
+            &config,
+        ]);
+    }
+
+    /// `aws s3api head-object` of `key` in `bucket` with checksum mode enabled, as JSON
+    /// (`ObjectLockMode`, `ObjectLockRetainUntilDate`, `LastModified`, `ChecksumSHA256`, ...).
+    ///
+    /// # Panics
+    /// If the CLI fails or prints no JSON.
+    #[must_use]
+    pub fn head_object(&self, bucket: &str, key: &str) -> serde_json::Value {
+        let out = self.aws_ok(&[
+            "s3api",
+            "head-object",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            "--checksum-mode",
+            "ENABLED",
+        ]);
+        serde_json::from_slice(&out.stdout).expect("head-object prints JSON")
+    }
+
+    /// The keys under `prefix` in `bucket` (current versions only: what a listing shows).
+    ///
+    /// # Panics
+    /// If the listing fails.
+    #[must_use]
+    pub fn keys_in(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.aws_ok(&[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+            "--query",
+            "Contents[].Key",
+            "--output",
+            "text",
+        ]);
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|k| *k != "None")
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// `aws s3api list-object-versions` under `prefix` in `bucket`, as JSON (`Versions`,
+    /// `DeleteMarkers`).
+    ///
+    /// # Panics
+    /// If the listing fails.
+    #[must_use]
+    pub fn versions(&self, bucket: &str, prefix: &str) -> serde_json::Value {
+        let out = self.aws_ok(&[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+        ]);
+        serde_json::from_slice(&out.stdout).expect("list-object-versions prints JSON")
+    }
+
+    /// Runs the `aws` CLI and asserts it succeeded.
+    ///
+    /// # Panics
+    /// If it fails (with its stderr).
+    pub fn aws_ok(&self, args: &[&str]) -> Output {
+        let out = self.aws(args);
+        assert!(
+            out.status.success(),
+            "aws {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// The server's log so far.
     #[must_use]
     pub fn log(&self) -> String {

@@ -137,6 +137,19 @@ pub const STORE_VERIFIED_SHA256: Gauge = Gauge {
     help: "1 if the store's last copy was checked by SHA-256, 0 if by its size only",
     labels: &["store"],
 };
+/// Whether a store's bucket has Object Lock enabled: 1 or 0. Pushed by the sync step for each
+/// store that has such a thing (S3) and whose configuration it could read.
+pub const STORE_OBJECT_LOCK: Gauge = Gauge {
+    name: "vault_backup_store_object_lock",
+    help: "1 if the store's bucket has S3 Object Lock enabled, 0 if not",
+    labels: &["store"],
+};
+/// Until when the snapshot the sync step last copied to a store is locked against deletion.
+pub const STORE_LOCKED_UNTIL: Gauge = Gauge {
+    name: "vault_backup_store_locked_until_timestamp_seconds",
+    help: "Unix time until which Object Lock holds the newest snapshot the sync step copied to the store",
+    labels: &["store"],
+};
 /// TaskRuns the prune step deleted in its last run.
 pub const TASKRUNS_DELETED: Gauge = Gauge {
     name: "vault_backup_taskruns_deleted",
@@ -177,6 +190,8 @@ pub const ALL: &[Gauge] = &[
     STORE_SNAPSHOTS,
     STORE_DELETED_BYTES,
     STORE_VERIFIED_SHA256,
+    STORE_OBJECT_LOCK,
+    STORE_LOCKED_UNTIL,
     TASKRUNS_DELETED,
     TASKRUNS_KEPT,
     RESTORE_DRILL_LAST_SUCCESS,

@@ -15,7 +15,7 @@ use vault_backup_stores::gcsconfig::gcs_config;
 use vault_backup_stores::s3config::s3_config;
 pub use vault_backup_stores::{AzureConfig, AzureEnv, GcsConfig, GcsEnv};
 use vault_backup_vault::config::canary_location;
-pub use vault_backup_vault::{VaultEnv, VaultSettings};
+pub use vault_backup_vault::{KvPath, VaultEnv, VaultSettings};
 
 pub use vault_backup_stores::S3Config;
 
@@ -31,16 +31,26 @@ pub const RESULT_RAFT_INDEX: &str = "raft-index";
 pub const RESULT_SEALED: &str = "sealed";
 /// Cluster: the name of the pre-restore snapshot in `SNAPSHOT_DIR`.
 pub const RESULT_SAFETY_SNAPSHOT: &str = "safety-snapshot";
+/// Recover: the paths written back into the cluster, comma-separated (empty in a dry run).
+pub const RESULT_RECOVERED_PATHS: &str = "recovered-paths";
+/// Recover: the paths whose value in the cluster already equals the snapshot's.
+pub const RESULT_UNCHANGED_PATHS: &str = "unchanged-paths";
 
 /// The Tekton results this step writes (each mode writes its own subset).
-pub const RESULTS: [&str; 6] = [
+pub const RESULTS: [&str; 8] = [
     RESULT_RESTORED_SNAPSHOT,
     RESULT_RESTORE_SECONDS,
     RESULT_CANARY,
     RESULT_RAFT_INDEX,
     RESULT_SEALED,
     RESULT_SAFETY_SNAPSHOT,
+    RESULT_RECOVERED_PATHS,
+    RESULT_UNCHANGED_PATHS,
 ];
+
+/// Where the recovery's scratch node listens unless `RECOVER_SCRATCH_ADDR` says otherwise: the
+/// recover Task's sidecar, on the pod's loopback.
+pub const DEFAULT_SCRATCH_ADDR: &str = "http://127.0.0.1:8200";
 
 /// The prefix of the safety snapshot's name: `pre-restore-<UTC timestamp>`.
 pub const SAFETY_PREFIX: &str = "pre-restore";
@@ -63,6 +73,9 @@ pub struct RestoreEnv {
     pub canary_path: Option<String>,
     pub canary_mount: Option<String>,
     pub restore_timeout: Option<String>,
+    pub recover_paths: Option<String>,
+    pub recover_dry_run: Option<String>,
+    pub recover_scratch_addr: Option<String>,
 }
 
 /// Everything the step reads, from one environment: its own variables, the S3 ones (as the
@@ -139,6 +152,25 @@ pub enum Mode {
         recovery_keys_file: Option<PathBuf>,
         /// `(mount, path)` of the canary from `CANARY_MOUNT`/`CANARY_PATH`, if set.
         canary: Option<(String, String)>,
+    },
+    /// Restore into the throw-away node at `RECOVER_SCRATCH_ADDR`, read the secrets at
+    /// `RECOVER_PATHS` there and write each back into the cluster at `VAULT_ADDR` as a new
+    /// version, check-and-set against the version read there.
+    Recover {
+        /// `RESTORE_CONFIRM`: the snapshot's exact name.
+        confirm: String,
+        /// `RECOVER_PATHS`: KV v2 secrets (`secret/app/db`) and folders (`secret/app/`).
+        paths: Vec<KvPath>,
+        /// `RECOVER_DRY_RUN`: report per path, write nothing.
+        dry_run: bool,
+        /// `RECOVER_SCRATCH_ADDR` (default [`DEFAULT_SCRATCH_ADDR`]): the throw-away node.
+        scratch_addr: url::Url,
+        /// `DRILL_UNSEAL_KEYS_FILE`: the source cluster's unseal keys (Shamir): they unseal
+        /// the restored data and make the scratch root token.
+        unseal_keys_file: Option<PathBuf>,
+        /// `DRILL_RECOVERY_KEYS_FILE`: the source cluster's recovery keys (auto-unseal): they
+        /// make the scratch root token.
+        recovery_keys_file: Option<PathBuf>,
     },
 }
 
@@ -304,6 +336,88 @@ pub fn read_keys(
     Ok(Some(keys))
 }
 
+/// `RESTORE_MODE=recover`: the paths, the dry run, the scratch node, the keys; a confirmation
+/// that names the snapshot (no `@target`: nothing is restored into the cluster).
+fn recover_mode(raw: &RestoreEnv, snapshot_name: Option<&str>) -> Result<Mode, ConfigError> {
+    for (var, set) in [
+        ("RESTORE_FORCE", raw.restore_force.is_some()),
+        ("CANARY_PATH", raw.canary_path.is_some()),
+        ("CANARY_MOUNT", raw.canary_mount.is_some()),
+    ] {
+        if set {
+            return Err(ConfigError::new(
+                var,
+                "does not apply to RESTORE_MODE=recover, which restores into its own scratch node only",
+            ));
+        }
+    }
+    let text = raw
+        .recover_paths
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "RECOVER_PATHS",
+                "is not set; name the KV v2 secrets to recover, comma-separated, as <mount>/<path> (secret/app/db), or a folder with a trailing / (secret/app/)",
+            )
+        })?;
+    let mut paths = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let path = vault_backup_vault::kv::parse_kv_path(part)
+            .map_err(|e| ConfigError::new("RECOVER_PATHS", e))?;
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    let confirm = raw
+        .restore_confirm
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "RESTORE_CONFIRM",
+                format!(
+                    "is not set; a recovery writes the snapshot's values into the cluster, so set RESTORE_CONFIRM to the exact name of the snapshot to recover from{}",
+                    snapshot_name.map(|n| format!(" ({n})")).unwrap_or_default()
+                ),
+            )
+        })?;
+    if confirm.contains('@') {
+        return Err(ConfigError::new(
+            "RESTORE_CONFIRM",
+            format!(
+                "names {confirm:?}; a recovery restores nothing into the cluster, so name the snapshot alone"
+            ),
+        ));
+    }
+    check_confirm(confirm, snapshot_name)?;
+    let scratch = raw
+        .recover_scratch_addr
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(DEFAULT_SCRATCH_ADDR);
+    let scratch_addr = url::Url::parse(scratch)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "RECOVER_SCRATCH_ADDR",
+                format!("expected an http(s) URL of the scratch node, got {scratch:?}"),
+            )
+        })?;
+    Ok(Mode::Recover {
+        confirm: confirm.to_owned(),
+        paths,
+        dry_run: env::parse_bool("RECOVER_DRY_RUN", raw.recover_dry_run.as_deref(), false)?,
+        scratch_addr,
+        unseal_keys_file: path_var(raw.drill_unseal_keys_file.as_deref()),
+        recovery_keys_file: path_var(raw.drill_recovery_keys_file.as_deref()),
+    })
+}
+
 fn path_var(value: Option<&str>) -> Option<PathBuf> {
     value
         .map(str::trim)
@@ -314,6 +428,8 @@ fn path_var(value: Option<&str>) -> Option<PathBuf> {
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
+    // The variables in the order they are checked; each mode's own checks live in a function.
+    #[allow(clippy::too_many_lines)]
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
         let RawConfig {
             restore: raw,
@@ -322,22 +438,39 @@ impl TryFrom<RawConfig> for Config {
             azure,
             vault,
         } = raw;
-        let drill = match raw.restore_mode.as_deref().map(str::trim) {
-            None | Some("cluster") => false,
-            Some("drill") => true,
+        let kind = match raw.restore_mode.as_deref().map(str::trim) {
+            None | Some("cluster") => "cluster",
+            Some("drill") => "drill",
+            Some("recover") => "recover",
             Some(other) => {
                 return Err(ConfigError::new(
                     "RESTORE_MODE",
-                    format!("expected cluster or drill, got {other:?}"),
+                    format!("expected cluster, drill or recover, got {other:?}"),
                 ));
             }
         };
+        if kind != "recover" {
+            for (var, set) in [
+                ("RECOVER_PATHS", raw.recover_paths.is_some()),
+                ("RECOVER_DRY_RUN", raw.recover_dry_run.is_some()),
+                ("RECOVER_SCRATCH_ADDR", raw.recover_scratch_addr.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        var,
+                        "applies to RESTORE_MODE=recover only",
+                    ));
+                }
+            }
+        }
         let snapshot_name = raw
             .snapshot_name
             .as_deref()
             .map(|n| env::snapshot_name("SNAPSHOT_NAME", n))
             .transpose()?;
-        let mode = if drill {
+        let mode = if kind == "recover" {
+            recover_mode(&raw, snapshot_name.as_deref())?
+        } else if kind == "drill" {
             for (var, set) in [
                 ("RESTORE_CONFIRM", raw.restore_confirm.is_some()),
                 ("RESTORE_FORCE", raw.restore_force.is_some()),
@@ -345,7 +478,7 @@ impl TryFrom<RawConfig> for Config {
                 if set {
                     return Err(ConfigError::new(
                         var,
-                        "applies to RESTORE_MODE=cluster only; the drill always restores into its own scratch node",
+                        "applies to RESTORE_MODE=cluster (and RESTORE_CONFIRM to recover) only; the drill always restores into its own scratch node",
                     ));
                 }
             }
@@ -368,7 +501,14 @@ impl TryFrom<RawConfig> for Config {
                 ("CANARY_MOUNT", raw.canary_mount.is_some()),
             ] {
                 if set {
-                    return Err(ConfigError::new(var, "applies to RESTORE_MODE=drill only"));
+                    return Err(ConfigError::new(
+                        var,
+                        if var.starts_with("DRILL_") {
+                            "applies to RESTORE_MODE=drill or recover only"
+                        } else {
+                            "applies to RESTORE_MODE=drill only"
+                        },
+                    ));
                 }
             }
             let confirm = raw.restore_confirm.as_deref().map(str::trim).ok_or_else(|| {
@@ -517,8 +657,8 @@ mod tests {
     #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z"), ("RESTORE_CONFIRM", "vault-20261125T063700Z")], "RESTORE_CONFIRM: names \"vault-20261125T063700Z\" but the snapshot to restore is \"vault-20261124T063700Z\"")]
     #[case(&[("SNAPSHOT_NAME", "vault-20261124T063700Z"), ("RESTORE_CONFIRM", "vault-20261125T063700Z@prod")], "RESTORE_CONFIRM: names \"vault-20261125T063700Z@prod\" but the snapshot to restore is \"vault-20261124T063700Z\"")]
     #[case(&[("RESTORE_CONFIRM", "vault-20261124T063700Z@")], "RESTORE_CONFIRM: names \"vault-20261124T063700Z@\", with nothing after the @")]
-    #[case(&[("RESTORE_MODE", "test")], "RESTORE_MODE: expected cluster or drill")]
-    #[case(&[("RESTORE_MODE", "drill"), ("RESTORE_CONFIRM", "x")], "RESTORE_CONFIRM: applies to RESTORE_MODE=cluster only")]
+    #[case(&[("RESTORE_MODE", "test")], "RESTORE_MODE: expected cluster, drill or recover")]
+    #[case(&[("RESTORE_MODE", "drill"), ("RESTORE_CONFIRM", "x")], "RESTORE_CONFIRM: applies to RESTORE_MODE=cluster (and RESTORE_CONFIRM to recover) only")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("CANARY_PATH", "c")], "CANARY_PATH: applies to RESTORE_MODE=drill only")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("SNAPSHOT_NAME", "x.snap")], "SNAPSHOT_NAME: expected the snapshot name without its .snap suffix")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("S3_BUCKET", "b"), ("S3_ENDPOINT", "http://127.0.0.1:1"), ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")], "RESTORE_FROM: both an S3 bucket and BACKUP_DIR are configured")]
@@ -530,7 +670,16 @@ mod tests {
     #[case(&[("RESTORE_CONFIRM", "x"), ("AZURE_CONTAINER_NAME", "c")], "AZURE_STORAGE_ACCOUNT_NAME: is required")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FORCE", "maybe")], "RESTORE_FORCE: expected true or false")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_TIMEOUT", "soon")], "RESTORE_TIMEOUT: expected a positive duration")]
-    #[case(&[("DRILL_RECOVERY_KEYS_FILE", "/keys"), ("RESTORE_CONFIRM", "x")], "DRILL_RECOVERY_KEYS_FILE: applies to RESTORE_MODE=drill only")]
+    #[case(&[("DRILL_RECOVERY_KEYS_FILE", "/keys"), ("RESTORE_CONFIRM", "x")], "DRILL_RECOVERY_KEYS_FILE: applies to RESTORE_MODE=drill or recover only")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RESTORE_CONFIRM", "x")], "RECOVER_PATHS: is not set")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret/app/db")], "RESTORE_CONFIRM: is not set; a recovery writes")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret"), ("RESTORE_CONFIRM", "x")], "RECOVER_PATHS: \"secret\" names no path")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret/data/app"), ("RESTORE_CONFIRM", "x")], "RECOVER_PATHS: \"secret/data/app\" names the API path")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret/a"), ("RESTORE_CONFIRM", "x@prod")], "RESTORE_CONFIRM: names \"x@prod\"; a recovery restores nothing")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret/a"), ("RESTORE_CONFIRM", "x"), ("RESTORE_FORCE", "true")], "RESTORE_FORCE: does not apply to RESTORE_MODE=recover")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret/a"), ("RESTORE_CONFIRM", "x"), ("RECOVER_DRY_RUN", "perhaps")], "RECOVER_DRY_RUN: expected true or false")]
+    #[case(&[("RESTORE_MODE", "recover"), ("RECOVER_PATHS", "secret/a"), ("RESTORE_CONFIRM", "x"), ("RECOVER_SCRATCH_ADDR", "127.0.0.1:8200")], "RECOVER_SCRATCH_ADDR: expected an http(s) URL")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RECOVER_PATHS", "secret/a")], "RECOVER_PATHS: applies to RESTORE_MODE=recover only")]
     fn bad_configs_name_the_variable(#[case] pairs: &[(&str, &str)], #[case] want: &str) {
         let dir = tempfile::tempdir().unwrap();
         let err = config(dir.path().to_str().unwrap(), pairs)
@@ -569,6 +718,53 @@ mod tests {
         vars.sort();
         let c = Config::try_from(env::from_iter::<RawConfig, _>(vars).unwrap()).unwrap();
         assert!(matches!(c.source, Source::Gcs(_)));
+    }
+
+    #[test]
+    fn a_recovery_names_its_paths_its_snapshot_and_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let c = config(
+            d,
+            &[
+                ("RESTORE_MODE", "recover"),
+                ("SNAPSHOT_NAME", "vault-20261124T063700Z"),
+                ("RESTORE_CONFIRM", "vault-20261124T063700Z"),
+                ("RECOVER_PATHS", " secret/app/db, kv/team/ ,secret/app/db"),
+                ("DRILL_UNSEAL_KEYS_FILE", "/etc/vault-backup/unseal/keys"),
+            ],
+        )
+        .unwrap();
+        let Mode::Recover {
+            paths,
+            dry_run,
+            scratch_addr,
+            unseal_keys_file,
+            ..
+        } = &c.mode
+        else {
+            panic!("recover");
+        };
+        let shown: Vec<String> = paths.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["secret/app/db", "kv/team/"]);
+        assert!(!dry_run);
+        assert_eq!(scratch_addr.as_str(), "http://127.0.0.1:8200/");
+        assert!(unseal_keys_file.is_some());
+        let other = config(
+            d,
+            &[
+                ("RESTORE_MODE", "recover"),
+                ("SNAPSHOT_NAME", "vault-20261124T063700Z"),
+                ("RESTORE_CONFIRM", "vault-20261125T063700Z"),
+                ("RECOVER_PATHS", "secret/app/db"),
+            ],
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(
+            other.to_string().starts_with("RESTORE_CONFIRM: names"),
+            "{other}"
+        );
     }
 
     #[test]

@@ -127,6 +127,28 @@ impl Scratch {
     pub fn shamir(&self) -> bool {
         self.seal_type == "shamir"
     }
+
+    /// The keys that make a root token on the restored data: the unseal keys of a Shamir
+    /// seal, the recovery keys of an auto-unseal (`None` when its file does not exist).
+    #[must_use]
+    pub fn root_keys(&self) -> Option<&[Secret]> {
+        if self.shamir() {
+            Some(&self.unseal_keys)
+        } else {
+            self.recovery_keys.as_deref()
+        }
+    }
+}
+
+/// How an auto-unseal node's restored data is told from the throw-away keyring it was
+/// initialized with, which stays unsealed until the restore is applied.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoredBy<'a> {
+    /// The backup's own login works: it exists only in the restored data (the drill).
+    Login(&'a Auth),
+    /// The throw-away root token is refused (403): it exists only in the throw-away keyring
+    /// (the recovery, which has no login of the restored data).
+    ThrowAwayTokenRefused,
 }
 
 /// The cheap checks of a drill, before any byte is fetched: the scratch node answers, is
@@ -188,7 +210,7 @@ pub async fn prepare(
         Error::Config(ConfigError::new(
             "DRILL_UNSEAL_KEYS_FILE",
             format!(
-                "the scratch node at {addr} has a shamir seal, so the drill needs the source cluster's unseal keys (one per line), but {detail}; mount the unseal keys Secret, or give the drill's node the source cluster's auto-unseal seal stanza"
+                "the scratch node at {addr} has a shamir seal, so the drill (and the recovery) needs the source cluster's unseal keys (one per line), but {detail}; mount the unseal keys Secret, or give the scratch node the source cluster's auto-unseal seal stanza"
             ),
         ))
     };
@@ -226,24 +248,22 @@ pub fn check_seal(scratch: &Scratch, source: Option<&str>, name: &str, addr: &Ur
     Ok(())
 }
 
-/// Runs the drill against the fresh node at `addr` (found by [`prepare`]) with the verified
-/// snapshot `fetched`.
+/// Brings the verified snapshot `fetched` up in the fresh node at `addr` (found by
+/// [`prepare`]): initialized with a throw-away keyring, restored with `snapshot-force`, then
+/// unsealed with the source cluster's keys (Shamir) or left to unseal itself (an auto-unseal,
+/// whose restored data `restored` tells from the throw-away keyring), and active.
 ///
 /// # Errors
-/// [`Error::WrongUnsealKeys`], [`Error::WrongRecoveryKeys`], [`Error::ScratchSealed`],
-/// [`Error::Timeout`],
-/// [`Error::CanaryNotRecorded`],
-/// [`Error::CanaryMissing`], [`Error::CanaryMismatch`], or the Vault errors of each request.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+/// [`Error::WrongUnsealKeys`], [`Error::ScratchSealed`], [`Error::Timeout`], or the Vault
+/// errors of each request.
+pub async fn bring_up(
     vault: &Vault,
     addr: &Url,
-    auth: &Auth,
     scratch: &Scratch,
-    canary_configured: bool,
     fetched: &Fetched,
+    restored: RestoredBy<'_>,
     timeout: Duration,
-) -> Result<Proved> {
+) -> Result<()> {
     let shamir = scratch.shamir();
     // sys/init: secret shares for a Shamir seal, recovery shares for an auto-unseal (OpenBao
     // refuses secret_shares with an auto-unseal and recovery_shares with Shamir).
@@ -263,9 +283,9 @@ pub async fn run(
     vault
         .restore(addr, &init.root_token, &fetched.path, true, timeout, POLICY)
         .await?;
-    drop(init);
     tracing::info!(node = %addr, name = %fetched.name, "snapshot restored into the scratch node (snapshot-force)");
     if shamir {
+        drop(init);
         // The restored keyring is the source cluster's: the node seals until its keys come.
         wait_for(
             format!("the scratch node at {addr} did not seal after the restore"),
@@ -286,10 +306,48 @@ pub async fn run(
         // OpenBao reloads the restored keyring through the auto-unseal seal itself
         // (raftSnapshotRestoreCallback: "reloading using auto seal"); where the seal cannot
         // open it (another KMS key) the node seals and stays sealed.
-        wait_auto_unsealed(vault, addr, auth, &scratch.seal_type, timeout).await?;
+        wait_auto_unsealed(
+            vault,
+            addr,
+            restored,
+            &init.root_token,
+            &scratch.seal_type,
+            timeout,
+        )
+        .await?;
+        drop(init);
         tracing::info!(node = %addr, seal = %scratch.seal_type, "the restored data unsealed itself with the auto-unseal seal");
     }
-    wait_active(vault, addr, timeout).await?;
+    wait_active(vault, addr, timeout).await
+}
+
+/// Runs the drill against the fresh node at `addr` (found by [`prepare`]) with the verified
+/// snapshot `fetched`.
+///
+/// # Errors
+/// [`Error::WrongUnsealKeys`], [`Error::WrongRecoveryKeys`], [`Error::ScratchSealed`],
+/// [`Error::Timeout`],
+/// [`Error::CanaryNotRecorded`],
+/// [`Error::CanaryMissing`], [`Error::CanaryMismatch`], or the Vault errors of each request.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    vault: &Vault,
+    addr: &Url,
+    auth: &Auth,
+    scratch: &Scratch,
+    canary_configured: bool,
+    fetched: &Fetched,
+    timeout: Duration,
+) -> Result<Proved> {
+    bring_up(
+        vault,
+        addr,
+        scratch,
+        fetched,
+        RestoredBy::Login(auth),
+        timeout,
+    )
+    .await?;
     let token = vault.login(addr, auth).await?;
     tracing::info!(node = %addr, auth = %auth.describe(), "logged in to the restored data with the backup's login");
     // Information, not a check: raft's Restore (hashicorp/raft restoreUserSnapshot) installs
@@ -332,13 +390,15 @@ pub async fn run(
 
 /// Waits until an auto-unseal scratch node has reloaded the restored keyring through its seal.
 /// The restore is applied after its 204 and the throw-away keyring stays unsealed until then:
-/// the backup's own login, which exists only in the restored data, tells the two apart. A node
+/// `restored` tells the two apart (the backup's own login, which exists only in the restored
+/// data, or the throw-away root token refused, which exists only in the throw-away one). A node
 /// whose seal cannot open the keyring seals for good: sealed at two polls in a row ends the
 /// wait at once rather than at the timeout.
 async fn wait_auto_unsealed(
     vault: &Vault,
     addr: &Url,
-    auth: &Auth,
+    restored: RestoredBy<'_>,
+    throw_away: &Secret,
     seal_type: &str,
     timeout: Duration,
 ) -> Result<()> {
@@ -359,14 +419,25 @@ async fn wait_auto_unsealed(
                 .await
                 .ok()
                 .is_some_and(|i| i.is_self)
-            && vault.login(addr, auth).await.is_ok()
+            && match restored {
+                RestoredBy::Login(auth) => vault.login(addr, auth).await.is_ok(),
+                RestoredBy::ThrowAwayTokenRefused => matches!(
+                    vault.token_accessor(addr, throw_away).await,
+                    Err(vault_backup_vault::Error::Http { status: 403, .. })
+                ),
+            }
         {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
                 what: format!(
-                    "the scratch node at {addr} did not unseal itself with its {seal_type} seal after the restore, nor did the backup's login work there"
+                    "the scratch node at {addr} did not unseal itself with its {seal_type} seal after the restore{}",
+                    match restored {
+                        RestoredBy::Login(_) => ", nor did the backup's login work there",
+                        RestoredBy::ThrowAwayTokenRefused =>
+                            " (its throw-away root token still worked)",
+                    }
                 ),
                 after: timeout,
             });

@@ -56,7 +56,7 @@ pub enum Error {
     /// The token cannot do what the restore needs (`sys/capabilities-self`), found before any
     /// byte of the snapshot is fetched.
     #[error(
-        "the login at {addr} may not {what} (its capabilities there: {has}); the restore's policy needs {needs} (see {policy}). Nothing was fetched or restored"
+        "the login at {addr} may not {what} (its capabilities there: {has}); its policy needs {needs} (see {policy}). Nothing was fetched or restored"
     )]
     Capabilities {
         /// The leader.
@@ -149,7 +149,7 @@ pub enum Error {
     },
     /// The scratch node is not fresh.
     #[error(
-        "the scratch node at {addr} is already initialized; the drill restores only into a fresh, uninitialized node (point VAULT_ADDR at the drill's sidecar, whose storage is an emptyDir)"
+        "the scratch node at {addr} is already initialized; the drill and the recovery restore only into a fresh, uninitialized node (point VAULT_ADDR for the drill, RECOVER_SCRATCH_ADDR for the recovery, at the Task's sidecar, whose storage is an emptyDir)"
     )]
     NotFresh {
         /// The node.
@@ -235,6 +235,41 @@ pub enum Error {
         "interrupted by {0}; a partial download was removed (a restore request already sent may still complete on the server)"
     )]
     Interrupted(&'static str),
+    /// Some paths of a recovery were not recovered (the others were, or were equal).
+    #[error(
+        "{count} path(s) not recovered: {paths}. The results recovered-paths and unchanged-paths name the rest"
+    )]
+    RecoverFailed {
+        /// How many.
+        count: usize,
+        /// Each path with why (never a value).
+        paths: String,
+    },
+    /// The source's keys made no root token on the restored data.
+    #[error(
+        "the keys in {variable} made no root token on the restored snapshot at {addr} ({detail}); they must be the {kind} keys of the cluster the snapshot was taken from"
+    )]
+    RootTokenRefused {
+        /// The scratch node.
+        addr: String,
+        /// `DRILL_UNSEAL_KEYS_FILE` or `DRILL_RECOVERY_KEYS_FILE`.
+        variable: &'static str,
+        /// `unseal` or `recovery`.
+        kind: &'static str,
+        /// What the node said, or how many keys were short.
+        detail: String,
+    },
+    /// The scratch root token could not be revoked.
+    #[error(
+        "the root token made on the scratch node at {addr} could not be revoked; it ends with the node (the Task's sidecar stops with the pod), but check that nothing else reaches that node"
+    )]
+    ScratchTokenNotRevoked {
+        /// The scratch node.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Box<vault_backup_vault::Error>,
+    },
     /// The restored canary differs from the manifest's.
     #[error(
         "the canary {path} in the restored data differs from the manifest of {name}: {differences}"

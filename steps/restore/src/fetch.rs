@@ -74,6 +74,147 @@ pub async fn newest(store: &dyn Store, prefix: &str) -> Result<String> {
         })
 }
 
+/// The snapshot to restore and the store to read it from: `wanted` (`SNAPSHOT_NAME`), or the
+/// newest complete snapshot the store lists.
+///
+/// The last line of defence: when the listing shows no complete snapshot (or not `wanted`) in
+/// a bucket that keeps versions, every snapshot may be hidden behind delete markers (`aws s3 rm
+/// --recursive` with the job's own keys only adds markers there). Then the newest complete
+/// snapshot among the object versions (or `wanted`'s) is chosen, with a warning, and the store
+/// returned reads its files at those versions; the fetch verifies them as usual. The `.snap`
+/// version is the one its manifest records (`snap_version_id`, written by the sync step), else
+/// the newest.
+///
+/// # Errors
+/// [`Error::Store`] if a listing fails, [`Error::NoSnapshot`] if neither the listing nor the
+/// versions hold a complete snapshot.
+pub async fn locate(
+    store: Box<dyn Store>,
+    wanted: Option<&str>,
+    prefix: &str,
+) -> Result<(Box<dyn Store>, String)> {
+    let not_listed = match wanted {
+        Some(name) => {
+            let a = Artifact::new(name);
+            if store.size(&a.sha256_file()).await?.is_some()
+                && store.size(&a.snap_file()).await?.is_some()
+            {
+                return Ok((store, name.to_owned()));
+            }
+            None
+        }
+        None => match newest(store.as_ref(), prefix).await {
+            Ok(name) => {
+                tracing::info!(name = %name, store = %store.location(""), "newest complete snapshot");
+                return Ok((store, name));
+            }
+            Err(e @ Error::NoSnapshot { .. }) => Some(e),
+            Err(e) => return Err(e),
+        },
+    };
+    let versions = store.versions().await?;
+    let Some(found) = in_versions(&versions, prefix, wanted) else {
+        // No versions, or none complete: the usual error (for a named snapshot, "missing").
+        return match (not_listed, wanted) {
+            (Some(e), _) => Err(e),
+            (None, Some(name)) => Ok((store, name.to_owned())),
+            (None, None) => unreachable!("either a name was wanted or the listing failed"),
+        };
+    };
+    let a = Artifact::new(found.name.as_str());
+    let mut pins = vec![(a.sha256_file(), found.sha256.clone())];
+    pins.extend(found.manifest.clone().map(|v| (a.manifest_file(), v)));
+    // The manifest's record of the .snap's version binds the two; a manifest that records none
+    // (or one not among the versions) leaves the newest .snap version.
+    let recorded = match store.pinned(pins.clone()) {
+        Some(sidecars) if found.manifest.is_some() => sidecars
+            .read(&a.manifest_file())
+            .await?
+            .and_then(|b| serde_json::from_slice::<SnapVersion>(&b).ok())
+            .and_then(|m| m.snap_version_id)
+            .filter(|v| found.snap_versions.contains(v)),
+        _ => None,
+    };
+    let snap = recorded
+        .clone()
+        .unwrap_or_else(|| found.snap_versions[0].clone());
+    pins.push((a.snap_file(), snap.clone()));
+    let Some(pinned) = store.pinned(pins) else {
+        return not_listed.map_or_else(|| Ok((store, found.name.clone())), Err);
+    };
+    tracing::warn!(
+        snapshot = %found.name,
+        store = %store.location(""),
+        snap_version = %snap,
+        version_from = if recorded.is_some() { "its manifest" } else { "the newest version" },
+        "the store lists no complete copy of this snapshot: it is hidden behind delete markers (a delete in a bucket that keeps versions, e.g. aws s3 rm). Restoring it from its object versions, verified as usual; restore the objects (remove the delete markers) once this is over"
+    );
+    Ok((pinned, found.name))
+}
+
+/// The manifest's record of the `.snap`'s version id.
+#[derive(serde::Deserialize)]
+struct SnapVersion {
+    snap_version_id: Option<String>,
+}
+
+/// A complete snapshot found among object versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InVersions {
+    /// Its name.
+    pub name: String,
+    /// The version id of its newest `.sha256`.
+    pub sha256: String,
+    /// The version id of its newest manifest, if any.
+    pub manifest: Option<String>,
+    /// The version ids of its `.snap`, newest first (never empty).
+    pub snap_versions: Vec<String>,
+}
+
+/// The newest complete snapshot named `<prefix>-<timestamp>` among `versions` (or `wanted`):
+/// one with a `.snap` and a `.sha256` version that are not delete markers.
+#[must_use]
+pub fn in_versions(
+    versions: &[vault_backup_stores::store::ObjectVersion],
+    prefix: &str,
+    wanted: Option<&str>,
+) -> Option<InVersions> {
+    use std::collections::BTreeMap;
+    // name -> part -> version ids, newest first (by time; S3 lists a key's versions newest
+    // first, which breaks ties within one second).
+    let mut data: Vec<&vault_backup_stores::store::ObjectVersion> =
+        versions.iter().filter(|v| !v.delete_marker).collect();
+    data.sort_by_key(|v| std::cmp::Reverse(v.modified));
+    let mut by_name: BTreeMap<String, [Vec<String>; 3]> = BTreeMap::new();
+    for v in data {
+        let Some((a, part)) = Artifact::classify(&v.name, prefix) else {
+            continue;
+        };
+        let slot = match part {
+            Part::Snapshot => 0,
+            Part::Checksum => 1,
+            Part::Manifest => 2,
+        };
+        by_name.entry(a.name().to_owned()).or_default()[slot].push(v.version_id.clone());
+    }
+    by_name
+        .into_iter()
+        .filter(|(name, [snap, sum, _])| {
+            !snap.is_empty() && !sum.is_empty() && wanted.is_none_or(|w| w == name)
+        })
+        .filter_map(|(name, parts)| {
+            let time = Artifact::new(name.as_str()).timestamp(prefix)?;
+            Some((time, name, parts))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, name, [snap, sum, json])| InVersions {
+            name,
+            sha256: sum[0].clone(),
+            manifest: json.first().cloned(),
+            snap_versions: snap,
+        })
+}
+
 /// What a store says about a snapshot besides the snapshot itself: read before any byte of
 /// the `.snap` is fetched, so the checks that need them cost nothing.
 #[derive(Debug, Clone)]
@@ -188,4 +329,81 @@ pub async fn fetch(
         manifest,
         location,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use vault_backup_stores::store::ObjectVersion;
+
+    fn v(name: &str, id: &str, marker: bool, at: &str) -> ObjectVersion {
+        ObjectVersion {
+            name: name.into(),
+            version_id: id.into(),
+            latest: false,
+            delete_marker: marker,
+            modified: DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .with_timezone(&Utc),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn the_newest_complete_snapshot_is_found_behind_delete_markers() {
+        let t1 = "2026-11-26T06:00:01Z";
+        let t2 = "2026-11-27T06:00:01Z";
+        let rm = "2026-11-27T09:00:00Z";
+        let versions = [
+            // The older snapshot, complete, all three hidden.
+            v("vault-20261126T060000Z.snap", "s1", false, t1),
+            v("vault-20261126T060000Z.snap.sha256", "c1", false, t1),
+            v("vault-20261126T060000Z.snap.json", "j1", false, t1),
+            v("vault-20261126T060000Z.snap", "m1", true, rm),
+            v("vault-20261126T060000Z.snap.sha256", "m2", true, rm),
+            // The newer one: two .snap versions (a retried upload), complete.
+            v("vault-20261127T060000Z.snap", "s2", false, t2),
+            v(
+                "vault-20261127T060000Z.snap",
+                "s2-older",
+                false,
+                "2026-11-27T06:00:00Z",
+            ),
+            v("vault-20261127T060000Z.snap.sha256", "c2", false, t2),
+            v("vault-20261127T060000Z.snap.sha256", "m3", true, rm),
+            // Newer still, but incomplete (no .sha256 version): never chosen.
+            v(
+                "vault-20261128T060000Z.snap",
+                "s3",
+                false,
+                "2026-11-28T06:00:01Z",
+            ),
+            v("other-20261129T060000Z.snap", "x", false, rm),
+            v("other-20261129T060000Z.snap.sha256", "y", false, rm),
+        ];
+        let got = in_versions(&versions, "vault", None).unwrap();
+        assert_eq!(
+            got,
+            InVersions {
+                name: "vault-20261127T060000Z".into(),
+                sha256: "c2".into(),
+                manifest: None,
+                snap_versions: vec!["s2".into(), "s2-older".into()],
+            }
+        );
+        let older = in_versions(&versions, "vault", Some("vault-20261126T060000Z")).unwrap();
+        assert_eq!(
+            (older.sha256.as_str(), older.manifest.as_deref()),
+            ("c1", Some("j1"))
+        );
+        assert!(in_versions(&versions, "vault", Some("vault-20261128T060000Z")).is_none());
+        // Only delete markers left: nothing to restore.
+        let markers: Vec<_> = versions
+            .iter()
+            .filter(|v| v.delete_marker)
+            .cloned()
+            .collect();
+        assert!(in_versions(&markers, "vault", None).is_none());
+    }
 }

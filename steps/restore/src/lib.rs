@@ -19,12 +19,17 @@
 //!   auto-unseal, whose recovery keys are proven when `DRILL_RECOVERY_KEYS_FILE` exists), and
 //!   logged in to with the backup's own login; the canary is checked (required when
 //!   `CANARY_PATH` is set) and the raft index reported.
+//! - `recover`: the snapshot goes into the throw-away node as in the drill (at
+//!   `RECOVER_SCRATCH_ADDR`), a root token is made there from the source's keys, and the KV v2
+//!   secrets at `RECOVER_PATHS` are written back into the cluster at `VAULT_ADDR` as new
+//!   versions, check-and-set against the version read there ([`recover`]); `RESTORE_CONFIRM`
+//!   must name the snapshot.
 //!
 //! A snapshot whose seal (its manifest's `seal_type`, or its own data's `core/seal-config`)
 //! differs from the target's is refused before anything is sent: its keyring would never open.
 //!
-//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`] and [`drill`] (Vault),
-//! [`metrics`] (what a run pushes to a Pushgateway).
+//! Modules: [`config`], [`error`], [`fetch`] (the stores), [`cluster`], [`drill`] and
+//! [`recover`] (Vault), [`metrics`] (what a run pushes to a Pushgateway).
 
 pub mod cluster;
 pub mod config;
@@ -32,6 +37,7 @@ pub mod drill;
 pub mod error;
 pub mod fetch;
 pub mod metrics;
+pub mod recover;
 pub mod report;
 
 use std::time::{Duration, Instant};
@@ -41,16 +47,17 @@ use vault_backup_vault::Vault;
 
 pub use config::{Config, Mode, RawConfig, Source};
 pub use error::{Error, Result};
-pub use report::Summary;
+pub use report::{Recovered, Summary};
 
 use crate::config::{
-    RESULT_CANARY, RESULT_RAFT_INDEX, RESULT_RESTORE_SECONDS, RESULT_RESTORED_SNAPSHOT,
-    RESULT_SAFETY_SNAPSHOT, RESULT_SEALED,
+    RESULT_CANARY, RESULT_RAFT_INDEX, RESULT_RECOVERED_PATHS, RESULT_RESTORE_SECONDS,
+    RESULT_RESTORED_SNAPSHOT, RESULT_SAFETY_SNAPSHOT, RESULT_SEALED, RESULT_UNCHANGED_PATHS,
 };
 
 /// The usage text for `--help`.
 pub const USAGE: &str = "Restores a verified vault-backup snapshot into a Vault/OpenBao cluster (RESTORE_MODE=cluster),
-or proves it restores in a throw-away node (RESTORE_MODE=drill). Configured by environment variables:
+proves it restores in a throw-away node (RESTORE_MODE=drill), or writes single KV v2 secrets from it
+back into the cluster (RESTORE_MODE=recover). Configured by environment variables:
 RESTORE_MODE, SNAPSHOT_DIR, SNAPSHOT_NAME, SNAPSHOT_PREFIX, RESTORE_FROM (s3 | dir), BACKUP_DIR or
 BUCKET_HOST, BUCKET_PORT, BUCKET_NAME, BUCKET_REGION, BUCKET_SSL, BUCKET_SUBREGION, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT; VAULT_ADDR, VAULT_CACERT,
@@ -58,9 +65,13 @@ VAULT_SKIP_VERIFY, VAULT_NAMESPACE, one login (VAULT_TOKEN | VAULT_TOKEN_FILE | 
 VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name, and
 @<target cluster_name> for a forced restore into another cluster than the snapshot's source),
 RESTORE_FORCE; drill: DRILL_UNSEAL_KEYS_FILE (read for a Shamir scratch node only),
-DRILL_RECOVERY_KEYS_FILE (auto-unseal: proven when the file exists), CANARY_PATH, CANARY_MOUNT; RESTORE_TIMEOUT (each phase:
+DRILL_RECOVERY_KEYS_FILE (auto-unseal: proven when the file exists), CANARY_PATH, CANARY_MOUNT; recover:
+RECOVER_PATHS (mount/path, or mount/folder/, comma-separated), RECOVER_DRY_RUN, RECOVER_SCRATCH_ADDR
+(default http://127.0.0.1:8200), RESTORE_CONFIRM, DRILL_UNSEAL_KEYS_FILE or DRILL_RECOVERY_KEYS_FILE
+(they make a root token on the scratch node); RESTORE_TIMEOUT (each phase:
 the fetch, each wait, the safety snapshot, the restore request; default 5m); RESULTS_DIR
-or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot.
+or RESULT_<NAME>_PATH for restored-snapshot, restore-seconds, canary, raft-index, sealed, safety-snapshot,
+recovered-paths, unchanged-paths.
 Exit codes: 0 done, 1 failed, 2 invalid configuration (or RESTORE_CONFIRM not naming the snapshot).";
 
 /// Fetches, verifies and restores (or drills) one snapshot, and writes the results.
@@ -79,18 +90,17 @@ pub async fn run(config: Config) -> Result<Summary> {
 #[allow(clippy::too_many_lines)]
 async fn run_inner(config: &Config) -> Result<Summary> {
     let started = Instant::now();
-    let store = fetch::open(&config.source)?;
-    let name = if let Some(n) = &config.snapshot_name {
-        n.clone()
-    } else {
-        let n = fetch::newest(store.as_ref(), &config.prefix).await?;
-        tracing::info!(name = %n, store = %store.location(""), "newest complete snapshot");
-        n
-    };
+    let (store, name) = fetch::locate(
+        fetch::open(&config.source)?,
+        config.snapshot_name.as_deref(),
+        &config.prefix,
+    )
+    .await?;
     let confirmed_target = confirmation(config, &name, store.as_ref())?;
     let mode = match &config.mode {
         Mode::Cluster { force, .. } => format!("cluster (force: {force})"),
         Mode::Drill { .. } => "drill".to_owned(),
+        Mode::Recover { dry_run, .. } => format!("recover (dry run: {dry_run})"),
     };
     tracing::info!(name = %name, store = %store.location(""), vault_addr = %config.vault.addr, auth = %config.vault.auth.describe(), mode = %mode, "restoring");
     let vault = Vault::new(
@@ -101,6 +111,19 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         "RESTORE_TIMEOUT",
     )?;
     // The cheap checks first: a wrong login or policy shows before a multi-GB fetch.
+    let target = match &config.mode {
+        Mode::Recover { paths, dry_run, .. } => Some(
+            recover::prepare(
+                &vault,
+                &config.vault.addr,
+                &config.vault.auth,
+                paths,
+                *dry_run,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let (prepared, scratch) = match &config.mode {
         Mode::Cluster { force, .. } => (
             Some(cluster::prepare(&vault, &config.vault.addr, &config.vault.auth, *force).await?),
@@ -123,6 +146,33 @@ async fn run_inner(config: &Config) -> Result<Summary> {
                 .await?,
             ),
         ),
+        Mode::Recover {
+            scratch_addr,
+            unseal_keys_file,
+            recovery_keys_file,
+            ..
+        } => {
+            let scratch = drill::prepare(
+                &vault,
+                scratch_addr,
+                unseal_keys_file.as_deref(),
+                recovery_keys_file.as_deref(),
+                config.timeout,
+            )
+            .await?;
+            if scratch.root_keys().is_none() {
+                // Exit 2 before anything is fetched: without the recovery keys no root token
+                // can be made on an auto-unsealed node, and nothing could be read there.
+                return Err(Error::Config(vault_backup_common::env::ConfigError::new(
+                    "DRILL_RECOVERY_KEYS_FILE",
+                    format!(
+                        "the scratch node at {scratch_addr} auto-unseals ({}), so the recovery needs the source cluster's recovery keys to make a root token there, but the file is not set or does not exist; mount the recovery keys Secret",
+                        scratch.seal_type
+                    ),
+                )));
+            }
+            (None, Some(scratch))
+        }
     };
     let sidecars = fetch::sidecars(store.as_ref(), &name).await?;
     match (&config.mode, &prepared) {
@@ -160,6 +210,10 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         }
         _ => {}
     }
+    let scratch_addr = match &config.mode {
+        Mode::Recover { scratch_addr, .. } => scratch_addr,
+        _ => &config.vault.addr,
+    };
     if let Some(scratch) = &scratch {
         drill::check_seal(
             scratch,
@@ -168,7 +222,7 @@ async fn run_inner(config: &Config) -> Result<Summary> {
                 .as_ref()
                 .and_then(|m| m.seal_type.as_deref()),
             &name,
-            &config.vault.addr,
+            scratch_addr,
         )?;
     }
     let fetched = fetch::fetch(
@@ -195,7 +249,7 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             &p.leader,
             "The snapshot was fetched into SNAPSHOT_DIR, but nothing was sent to the cluster",
         )?,
-        (None, Some(s)) => drill::check_seal(s, data_seal, &name, &config.vault.addr)?,
+        (None, Some(s)) => drill::check_seal(s, data_seal, &name, scratch_addr)?,
         (None, None) => {}
     }
     let mut summary = Summary {
@@ -209,6 +263,7 @@ async fn run_inner(config: &Config) -> Result<Summary> {
         sealed: None,
         safety_snapshot: None,
         drill: matches!(config.mode, Mode::Drill { .. }),
+        recovered: None,
     };
     match &config.mode {
         Mode::Cluster { force, .. } => {
@@ -229,10 +284,113 @@ async fn run_inner(config: &Config) -> Result<Summary> {
             summary.raft_index = proved.raft_index;
             summary.canary = Some(proved.canary.as_str());
         }
+        Mode::Recover { paths, dry_run, .. } => {
+            let target = target.expect("prepared in recover mode");
+            let scratch = scratch.as_ref().expect("prepared in recover mode");
+            let outcome = recover_from(
+                config,
+                &vault,
+                scratch_addr,
+                scratch,
+                &fetched,
+                &target,
+                paths,
+                *dry_run,
+            )
+            .await?;
+            summary.recovered = Some(Recovered {
+                paths: outcome.recovered,
+                unchanged: outcome.unchanged,
+                would_recover: outcome.would_recover,
+                dry_run: *dry_run,
+            });
+            summary.seconds = started.elapsed().as_secs_f64();
+            finish(config, &summary)?;
+            if !outcome.failed.is_empty() {
+                return Err(Error::RecoverFailed {
+                    count: outcome.failed.len(),
+                    paths: outcome
+                        .failed
+                        .iter()
+                        .map(|(p, why)| format!("{p} ({why})"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
+            }
+            return Ok(summary);
+        }
     }
     summary.seconds = started.elapsed().as_secs_f64();
     finish(config, &summary)?;
     Ok(summary)
+}
+
+/// Recover mode after the fetch: the snapshot up in the scratch node, a root token there from
+/// the source's keys, the paths recovered, and the token revoked whatever happened to them.
+#[allow(clippy::too_many_arguments)]
+async fn recover_from(
+    config: &Config,
+    vault: &Vault,
+    scratch_addr: &url::Url,
+    scratch: &drill::Scratch,
+    fetched: &fetch::Fetched,
+    target: &recover::Target,
+    paths: &[config::KvPath],
+    dry_run: bool,
+) -> Result<recover::Outcome> {
+    drill::bring_up(
+        vault,
+        scratch_addr,
+        scratch,
+        fetched,
+        drill::RestoredBy::ThrowAwayTokenRefused,
+        config.timeout,
+    )
+    .await?;
+    let (variable, kind) = if scratch.shamir() {
+        ("DRILL_UNSEAL_KEYS_FILE", "unseal")
+    } else {
+        ("DRILL_RECOVERY_KEYS_FILE", "recovery")
+    };
+    let keys = scratch.root_keys().unwrap_or_default();
+    let root = match vault.generate_root(scratch_addr, keys).await? {
+        Ok(token) => token,
+        Err(refused) => {
+            return Err(Error::RootTokenRefused {
+                addr: scratch_addr.to_string(),
+                variable,
+                kind,
+                detail: match refused {
+                    vault_backup_vault::RootRefused::Refused { detail } => detail,
+                    vault_backup_vault::RootRefused::Incomplete { progress, required } => {
+                        format!(
+                            "{} key(s) given, {progress} of {required} entered",
+                            keys.len()
+                        )
+                    }
+                },
+            });
+        }
+    };
+    // The accessor names the token in the log without being able to use it.
+    let accessor = vault
+        .token_accessor(scratch_addr, &root)
+        .await
+        .unwrap_or_else(|e| format!("(unknown: {e})"));
+    tracing::info!(node = %scratch_addr, accessor = %accessor, keys = variable, "root token made on the scratch node from the source's {kind} keys; it is revoked before the step ends");
+    let outcome = recover::run(vault, scratch_addr, &root, target, paths, dry_run).await;
+    match vault.revoke_self(scratch_addr, &root).await {
+        Ok(()) => {
+            tracing::info!(node = %scratch_addr, accessor = %accessor, "scratch root token revoked");
+        }
+        Err(source) => {
+            return Err(Error::ScratchTokenNotRevoked {
+                addr: scratch_addr.to_string(),
+                source: Box::new(source),
+            });
+        }
+    }
+    Ok(outcome)
 }
 
 /// Writes the results and logs the run's last line.
@@ -250,6 +408,24 @@ fn finish(config: &Config, summary: &Summary) -> Result<()> {
     if let Some(s) = summary.sealed {
         write(config, RESULT_SEALED, if s { "true" } else { "false" })?;
     }
+    if let Some(r) = &summary.recovered {
+        write(config, RESULT_RECOVERED_PATHS, &r.paths.join(","))?;
+        write(config, RESULT_UNCHANGED_PATHS, &r.unchanged.join(","))?;
+        tracing::info!(
+            name = %summary.name,
+            seconds = format!("{:.1}", summary.seconds),
+            recovered = %r.paths.join(","),
+            unchanged = %r.unchanged.join(","),
+            would_recover = %r.would_recover.join(","),
+            "{}",
+            if r.dry_run {
+                "recovery dry run done: nothing was written"
+            } else {
+                "recovery finished"
+            }
+        );
+        return Ok(());
+    }
     tracing::info!(
         name = %summary.name,
         seconds = format!("{:.1}", summary.seconds),
@@ -261,6 +437,7 @@ fn finish(config: &Config, summary: &Summary) -> Result<()> {
         match config.mode {
             Mode::Cluster { .. } => "restore done",
             Mode::Drill { .. } => "restore drill passed",
+            Mode::Recover { .. } => "recovery done",
         }
     );
     Ok(())
@@ -273,8 +450,9 @@ fn confirmation(
     name: &str,
     store: &dyn vault_backup_stores::Store,
 ) -> Result<Option<String>> {
-    let Mode::Cluster { confirm, .. } = &config.mode else {
-        return Ok(None);
+    let confirm = match &config.mode {
+        Mode::Cluster { confirm, .. } | Mode::Recover { confirm, .. } => confirm,
+        Mode::Drill { .. } => return Ok(None),
     };
     let (snapshot, target) = match confirm.split_once('@') {
         Some((s, t)) => (s, Some(t.to_owned())),

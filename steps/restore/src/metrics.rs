@@ -44,6 +44,7 @@ mod tests {
             sealed: (!drill).then_some(false),
             safety_snapshot: None,
             drill,
+            recovered: None,
         }
     }
 

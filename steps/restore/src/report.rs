@@ -17,4 +17,19 @@ pub struct Summary {
     pub safety_snapshot: Option<String>,
     /// Whether this was a drill (`RESTORE_MODE=drill`).
     pub drill: bool,
+    /// Recover: the paths written back, and those left alone as equal.
+    pub recovered: Option<Recovered>,
+}
+
+/// What a recovery did (`RESTORE_MODE=recover`): path names only.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// Written back as a new version.
+    pub paths: Vec<String>,
+    /// Already equal in the cluster.
+    pub unchanged: Vec<String>,
+    /// Dry run: what a recovery would write.
+    pub would_recover: Vec<String>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
 }

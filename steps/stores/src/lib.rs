@@ -13,6 +13,7 @@ pub mod checksum;
 mod dir;
 mod gcs;
 pub mod gcsconfig;
+pub mod lock;
 mod object;
 mod readback;
 mod s3;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::store::{
     ByteStream, Entry, Error, OBJECT_PART_SIZE, OBJECT_PARTS_IN_FLIGHT, READ_PART_SIZE, Result,
@@ -48,83 +48,31 @@ impl ObjectStoreBacked {
         }
     }
 
-    /// An error while doing `action` to `file`.
-    pub(crate) fn err(&self, action: &'static str, file: &str, e: object_store::Error) -> Error {
-        Error::new(self.name, action, self.location(file), e)
-    }
-}
-
-impl Store for ObjectStoreBacked {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn location(&self, file: &str) -> String {
-        match &self.prefix {
-            Some(p) => format!("{}/{p}/{file}", self.url),
-            None => format!("{}/{file}", self.url),
-        }
-    }
-
-    fn chunk_size(&self) -> usize {
-        OBJECT_PART_SIZE
-    }
-
-    fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Box<dyn Writer>>> {
-        Box::pin(async move {
-            let upload = self
-                .inner
-                .put_multipart(&self.path(file))
-                .await
-                .map_err(|e| self.err("starting the multipart upload of", file, e))?;
-            let writer: Box<dyn Writer> = Box::new(MultipartWriter {
-                store: self.name,
-                target: self.location(file),
-                inner: WriteMultipart::new_with_chunk_size(upload, OBJECT_PART_SIZE),
-            });
-            Ok(writer)
+    /// A [`Writer`] over a started multipart upload of `file`.
+    pub(crate) fn writer(&self, file: &str, upload: Box<dyn MultipartUpload>) -> Box<dyn Writer> {
+        Box::new(MultipartWriter {
+            store: self.name,
+            target: self.location(file),
+            inner: WriteMultipart::new_with_chunk_size(upload, OBJECT_PART_SIZE),
         })
     }
 
-    fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.inner
-                .put(&self.path(file), PutPayload::from(body))
-                .await
-                .map(drop)
-                .map_err(|e| self.err("uploading", file, e))
-        })
-    }
-
-    fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
-        Box::pin(async move {
-            let got = match self.inner.get(&self.path(file)).await {
-                Ok(got) => got,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(self.err("reading", file, e)),
-            };
-            got.bytes()
-                .await
-                .map(|b| Some(b.to_vec()))
-                .map_err(|e| self.err("reading", file, e))
-        })
-    }
-
-    /// Reads the object in ranged parts of [`READ_PART_SIZE`], one part ahead of the reader,
-    /// each its own request with its own timeout and retries, all pinned to the ETag (and
-    /// version) the object had when the read began.
-    ///
-    /// Why not one `get()` of the whole object: the client's timeout runs until a response
-    /// body has finished, and `object_store`'s resumption of a broken body
-    /// (`client/get.rs`, `retry_stream`) gives up once its retry context is older than
-    /// `retry_timeout`; so one GET of a large snapshot died after one or two timeouts
-    /// whatever its progress (120 + 120 s here). A part of 8 MiB fits its timeout on any link
-    /// that can restore at all, and the whole read is bounded by the caller
-    /// (`RESTORE_TIMEOUT`), which the user can raise.
-    fn open<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>>> {
+    /// [`Store::open`] of `file` at `version` (the current one for `None`).
+    pub(crate) fn open_at<'a>(
+        &'a self,
+        file: &'a str,
+        version: Option<String>,
+    ) -> BoxFuture<'a, Result<Option<ByteStream>>> {
         Box::pin(async move {
             let path = self.path(file);
-            let meta = match self.inner.head(&path).await {
+            // A pinned version (a restore from object versions) is read by its id; else the
+            // current one.
+            let head = object_store::GetOptions {
+                head: true,
+                version: version.clone(),
+                ..object_store::GetOptions::default()
+            };
+            let meta = match self.inner.get_opts(&path, head).await.map(|r| r.meta) {
                 Ok(meta) => meta,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(self.err("reading", file, e)),
@@ -169,6 +117,78 @@ impl Store for ObjectStoreBacked {
                 .buffered(2);
             Ok(Some(stream.boxed()))
         })
+    }
+
+    /// An error while doing `action` to `file`.
+    pub(crate) fn err(&self, action: &'static str, file: &str, e: object_store::Error) -> Error {
+        Error::new(self.name, action, self.location(file), e)
+    }
+}
+
+impl Store for ObjectStoreBacked {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn location(&self, file: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("{}/{p}/{file}", self.url),
+            None => format!("{}/{file}", self.url),
+        }
+    }
+
+    fn chunk_size(&self) -> usize {
+        OBJECT_PART_SIZE
+    }
+
+    fn begin<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Box<dyn Writer>>> {
+        Box::pin(async move {
+            let upload = self
+                .inner
+                .put_multipart(&self.path(file))
+                .await
+                .map_err(|e| self.err("starting the multipart upload of", file, e))?;
+            Ok(self.writer(file, upload))
+        })
+    }
+
+    fn put<'a>(&'a self, file: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.inner
+                .put(&self.path(file), PutPayload::from(body))
+                .await
+                .map(drop)
+                .map_err(|e| self.err("uploading", file, e))
+        })
+    }
+
+    fn read<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            let got = match self.inner.get(&self.path(file)).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.err("reading", file, e)),
+            };
+            got.bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| self.err("reading", file, e))
+        })
+    }
+
+    /// Reads the object in ranged parts of [`READ_PART_SIZE`], one part ahead of the reader,
+    /// each its own request with its own timeout and retries, all pinned to the ETag (and
+    /// version) the object had when the read began.
+    ///
+    /// Why not one `get()` of the whole object: the client's timeout runs until a response
+    /// body has finished, and `object_store`'s resumption of a broken body
+    /// (`client/get.rs`, `retry_stream`) gives up once its retry context is older than
+    /// `retry_timeout`; so one GET of a large snapshot died after one or two timeouts
+    /// whatever its progress (120 + 120 s here). A part of 8 MiB fits its timeout on any link
+    /// that can restore at all, and the whole read is bounded by the caller
+    /// (`RESTORE_TIMEOUT`), which the user can raise.
+    fn open<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>>> {
+        self.open_at(file, None)
     }
 
     fn size<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {

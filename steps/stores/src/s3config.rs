@@ -8,6 +8,8 @@
 use serde::Deserialize;
 use vault_backup_common::env::{self as cfg, ConfigError, Secret};
 
+use crate::lock::ObjectLock;
+
 /// The S3 variables, exactly as documented, unparsed (`None` or non-empty).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[allow(missing_docs)]
@@ -47,6 +49,9 @@ pub struct S3Config {
     /// A PEM bundle to trust, read from `S3_CACERT` and checked to hold at least one
     /// certificate.
     pub ca_cert: Option<Vec<u8>>,
+    /// The lock every object written carries (the sync step's `S3_OBJECT_LOCK_MODE` and
+    /// `S3_OBJECT_LOCK_DAYS`); `None` writes objects as the bucket's defaults have them.
+    pub object_lock: Option<ObjectLock>,
 }
 
 /// The S3 store's settings from either form, or `None` if no bucket variable is set.
@@ -133,6 +138,7 @@ pub fn s3_config(raw: &S3Env) -> Result<Option<S3Config>, ConfigError> {
         secret_access_key,
         prefix,
         ca_cert,
+        object_lock: None,
     }))
 }
 

@@ -30,6 +30,7 @@ use futures::stream::BoxStream;
 pub use crate::azure::azure;
 pub use crate::dir::dir;
 pub use crate::gcs::gcs;
+pub use crate::lock::{ObjectRetention, ObjectVersion, Protection};
 pub use crate::s3::s3;
 
 /// Part size of multipart uploads: large enough for few requests, small enough to bound memory.
@@ -50,6 +51,8 @@ pub struct Error {
     target: String,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
+    /// The server refused (403) an operation on an object it holds under Object Lock.
+    refused: bool,
 }
 
 impl Error {
@@ -65,7 +68,22 @@ impl Error {
             action,
             target: target.into(),
             source: source.into(),
+            refused: false,
         }
+    }
+
+    /// The same error, marked as a refusal (403) of a store whose objects may be locked.
+    #[must_use]
+    pub(crate) fn refused(mut self) -> Self {
+        self.refused = true;
+        self
+    }
+
+    /// Whether the server refused the operation (403) in a bucket with Object Lock: for a
+    /// delete, the object is still under its retention, which is no failure of retention.
+    #[must_use]
+    pub fn is_refused(&self) -> bool {
+        self.refused
     }
 }
 
@@ -138,8 +156,36 @@ pub trait Store: Send + Sync {
     /// killed run left behind: a directory does, an object store never shows a partial upload
     /// as an object.
     fn keeps_temp_files(&self) -> bool;
-    /// Deletes `file`; a file already gone is not an error.
+    /// Deletes `file`; a file already gone is not an error. In a bucket that keeps versions
+    /// this only adds a delete marker.
     fn delete<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// What the store protects against deletion (S3: versioning and Object Lock), as the
+    /// server states it; `None` for a store without such a thing.
+    fn protection(&self) -> BoxFuture<'_, Result<Option<Protection>>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// The lock the store holds `file` under, `None` where it holds it under none (or has no
+    /// locks): what retention asks before it deletes.
+    fn retention<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<ObjectRetention>>> {
+        let _ = file;
+        Box::pin(async { Ok(None) })
+    }
+    /// The version id of `file`'s current version, where the store keeps versions.
+    fn version<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        let _ = file;
+        Box::pin(async { Ok(None) })
+    }
+    /// Every version of every file (delete markers included), for a store that keeps
+    /// versions; empty for one that does not.
+    fn versions(&self) -> BoxFuture<'_, Result<Vec<ObjectVersion>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// This store with reads of the named files (`read`, `open`, `size`, `retention`) pinned to
+    /// the given version ids, from [`Store::versions`]; `None` for a store without versions.
+    fn pinned(&self, versions: Vec<(String, String)>) -> Option<Box<dyn Store>> {
+        let _ = versions;
+        None
+    }
 }
 
 /// The bytes of a file, as a store reads them back.

@@ -13,6 +13,7 @@ pub use vault_backup_stores::S3Config;
 pub use vault_backup_stores::S3Env;
 use vault_backup_stores::azureconfig::azure_config;
 use vault_backup_stores::gcsconfig::gcs_config;
+use vault_backup_stores::lock::{LockMode, ObjectLock};
 use vault_backup_stores::s3config::s3_config;
 pub use vault_backup_stores::{AzureConfig, AzureEnv, GcsConfig, GcsEnv};
 
@@ -49,6 +50,8 @@ pub struct SyncEnv {
     pub retain_monthly: Option<String>,
     pub retain_dry_run: Option<String>,
     pub s3_require_checksum: Option<String>,
+    pub s3_object_lock_mode: Option<String>,
+    pub s3_object_lock_days: Option<String>,
 }
 
 /// The configuration as read from the environment: the step's own variables and the S3 ones.
@@ -137,10 +140,19 @@ impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        let s3 = s3_config(&raw.s3)?;
+        let mut s3 = s3_config(&raw.s3)?;
         let gcs = gcs_config(&raw.gcs)?;
         let azure = azure_config(&raw.azure)?;
         let raw = raw.sync;
+        if let Some(lock) = object_lock(&raw)? {
+            let Some(s3) = s3.as_mut() else {
+                return Err(ConfigError::new(
+                    "S3_OBJECT_LOCK_MODE",
+                    "is set but no bucket is; set BUCKET_NAME or S3_BUCKET, or leave the S3_OBJECT_LOCK_* variables unset",
+                ));
+            };
+            s3.object_lock = Some(lock);
+        }
         let snapshot_dir = cfg::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?;
         let prefix = cfg::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?;
         let which = match (
@@ -207,6 +219,33 @@ impl TryFrom<RawConfig> for Config {
             results: Results::default(),
         })
     }
+}
+
+/// `S3_OBJECT_LOCK_MODE` and `S3_OBJECT_LOCK_DAYS`: both or neither.
+fn object_lock(raw: &SyncEnv) -> Result<Option<ObjectLock>, ConfigError> {
+    let (mode, days) = match (
+        raw.s3_object_lock_mode.as_deref(),
+        raw.s3_object_lock_days.as_deref(),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(mode), Some(days)) => (mode, days),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "S3_OBJECT_LOCK_MODE, S3_OBJECT_LOCK_DAYS",
+                "set both (a mode and whole days, e.g. GOVERNANCE and 30) or neither",
+            ));
+        }
+    };
+    let mode = LockMode::parse(mode).ok_or_else(|| {
+        ConfigError::new(
+            "S3_OBJECT_LOCK_MODE",
+            format!("expected GOVERNANCE or COMPLIANCE, got {:?}", mode.trim()),
+        )
+    })?;
+    // Up to 100 years, as AWS allows.
+    let days =
+        cfg::parse_count("S3_OBJECT_LOCK_DAYS", Some(days), 1, 36_500)?.expect("a value was given");
+    Ok(Some(ObjectLock { mode, days }))
 }
 
 #[cfg(test)]
@@ -356,6 +395,47 @@ mod tests {
         assert!(!format!("{azure:?}").contains("a2V5"));
         let err = Config::try_from(raw(ws.path(), &[("GCS_PREFIX", "p")])).unwrap_err();
         assert_eq!(err.variable, "GCS_PREFIX");
+    }
+
+    #[rstest]
+    #[case::both(&[("S3_OBJECT_LOCK_MODE", "governance"), ("S3_OBJECT_LOCK_DAYS", "30")], Ok(Some((LockMode::Governance, 30))))]
+    #[case::compliance(&[("S3_OBJECT_LOCK_MODE", "COMPLIANCE"), ("S3_OBJECT_LOCK_DAYS", "1")], Ok(Some((LockMode::Compliance, 1))))]
+    #[case::neither(&[], Ok(None))]
+    #[case::mode_only(&[("S3_OBJECT_LOCK_MODE", "GOVERNANCE")], Err("S3_OBJECT_LOCK_MODE, S3_OBJECT_LOCK_DAYS"))]
+    #[case::days_only(&[("S3_OBJECT_LOCK_DAYS", "7")], Err("S3_OBJECT_LOCK_MODE, S3_OBJECT_LOCK_DAYS"))]
+    #[case::bad_mode(&[("S3_OBJECT_LOCK_MODE", "LEGAL_HOLD"), ("S3_OBJECT_LOCK_DAYS", "7")], Err("S3_OBJECT_LOCK_MODE"))]
+    #[case::zero_days(&[("S3_OBJECT_LOCK_MODE", "GOVERNANCE"), ("S3_OBJECT_LOCK_DAYS", "0")], Err("S3_OBJECT_LOCK_DAYS"))]
+    #[case::fraction(&[("S3_OBJECT_LOCK_MODE", "GOVERNANCE"), ("S3_OBJECT_LOCK_DAYS", "1.5")], Err("S3_OBJECT_LOCK_DAYS"))]
+    fn object_lock_variables(
+        #[case] extra: &[(&str, &str)],
+        #[case] want: Result<Option<(LockMode, u32)>, &str>,
+    ) {
+        let ws = tempfile::tempdir().unwrap();
+        let mut pairs = obc();
+        pairs.extend_from_slice(extra);
+        match (Config::try_from(raw(ws.path(), &pairs)), want) {
+            (Ok(c), Ok(want)) => {
+                assert_eq!(c.s3.unwrap().object_lock.map(|l| (l.mode, l.days)), want);
+            }
+            (Err(e), Err(var)) => assert_eq!(e.variable, var, "{e}"),
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lock_without_a_bucket_is_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        let dir = ws.path().display().to_string();
+        let err = Config::try_from(raw(
+            ws.path(),
+            &[
+                ("BACKUP_DIR", &dir),
+                ("S3_OBJECT_LOCK_MODE", "GOVERNANCE"),
+                ("S3_OBJECT_LOCK_DAYS", "1"),
+            ],
+        ))
+        .unwrap_err();
+        assert_eq!(err.variable, "S3_OBJECT_LOCK_MODE");
     }
 
     #[rstest]

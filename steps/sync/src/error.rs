@@ -42,6 +42,27 @@ pub enum Error {
         /// What was done.
         summary: Box<Summary>,
     },
+    /// `S3_OBJECT_LOCK_MODE` asks for a lock the bucket cannot give: nothing was uploaded.
+    #[error(
+        "S3_OBJECT_LOCK_MODE asks for Object Lock but bucket {bucket} has none enabled ({protection}); nothing was uploaded. Object Lock is enabled when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket) or, on AWS, on a versioned bucket (put-object-lock-configuration); see the README, or unset S3_OBJECT_LOCK_MODE and S3_OBJECT_LOCK_DAYS"
+    )]
+    LockUnavailable {
+        /// The bucket, as a URL.
+        bucket: String,
+        /// What the bucket does have.
+        protection: String,
+    },
+    /// The bucket's Object Lock configuration could not be read while a lock is asked for.
+    #[error(
+        "cannot read the Object Lock configuration of {bucket}, which S3_OBJECT_LOCK_MODE asks to lock; nothing was uploaded (the key needs s3:GetBucketObjectLockConfiguration and s3:GetBucketVersioning)"
+    )]
+    LockUnknown {
+        /// The bucket, as a URL.
+        bucket: String,
+        /// Why.
+        #[source]
+        source: vault_backup_stores::store::Error,
+    },
     /// SIGTERM or SIGINT arrived; uploads in flight were aborted.
     #[error(
         "interrupted by a signal: uploads in flight were aborted and nothing is left under a final name"

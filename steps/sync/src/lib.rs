@@ -59,6 +59,8 @@ retention per store. Configuration comes from the environment:
   S3_CACERT               PEM bundle to trust for the endpoint (checked at start)
   S3_REQUIRE_CHECKSUM     fail the S3 store when the server states no SHA-256 checksum
                           for the copy, so it can be checked by its size only (default false)
+  S3_OBJECT_LOCK_MODE     GOVERNANCE or COMPLIANCE: lock every object written (Object Lock;
+  S3_OBJECT_LOCK_DAYS     whole days from its upload, at least 1); both or neither
 
   Google Cloud Storage (the names object_store reads):
   GOOGLE_BUCKET           the bucket (alias GOOGLE_BUCKET_NAME)
@@ -122,6 +124,7 @@ pub async fn run_with(
     if let Some(dir) = &config.backup_dir {
         stores.push(store::dir(dir));
     }
+    let protections = protections(&stores, &config).await?;
     // The S3 checksum of the parts is computed in the same read as the verification: the copy
     // is later proven by it, so the upload itself hashes nothing.
     let part_size = stores.iter().find_map(|s| s.part_size());
@@ -141,7 +144,8 @@ pub async fn run_with(
     let reports = futures::future::join_all(
         stores
             .iter()
-            .map(|s| sync_store(s.as_ref(), &source, &config, cancel, now)),
+            .zip(&protections)
+            .map(|(s, p)| sync_store(s.as_ref(), p.as_ref(), &source, &config, cancel, now)),
     )
     .await;
 
@@ -170,6 +174,62 @@ pub async fn run_with(
             summary: Box::new(summary),
         })
     }
+}
+
+/// Reads and logs what each store protects against deletion (S3: versioning and Object Lock),
+/// before anything is hashed or uploaded. A lock asked for (`S3_OBJECT_LOCK_*`) on a bucket
+/// without Object Lock, or whose configuration cannot be read, stops the step: writing unlocked
+/// copies while the configuration promises locked ones would be the worse failure.
+async fn protections(
+    stores: &[Box<dyn store::Store>],
+    config: &Config,
+) -> Result<Vec<Option<store::Protection>>> {
+    let requested = config.s3.as_ref().and_then(|s| s.object_lock);
+    let mut out = Vec::with_capacity(stores.len());
+    for s in stores {
+        let bucket = s.location("");
+        let bucket = bucket.trim_end_matches('/');
+        let protection = match s.protection().await {
+            Ok(p) => p,
+            Err(e) if requested.is_some() && s.name() == "s3" => {
+                return Err(Error::LockUnknown {
+                    bucket: bucket.to_owned(),
+                    source: e,
+                });
+            }
+            Err(e) => {
+                warn!(
+                    store = s.name(),
+                    "cannot read the bucket's versioning and Object Lock configuration; carrying on without reporting them: {}",
+                    one_line(&e)
+                );
+                None
+            }
+        };
+        if let Some(p) = protection {
+            info!(
+                store = s.name(),
+                bucket,
+                versioning = %p.versioning,
+                object_lock = p.lock_enabled,
+                default_retention = %p.default_retention.map_or_else(|| "none".into(), |d| format!("{} {} days", d.mode, d.days)),
+                "bucket protection: {p}"
+            );
+            if let (Some(lock), "s3") = (requested, s.name()) {
+                if !p.lock_enabled {
+                    return Err(Error::LockUnavailable {
+                        bucket: bucket.to_owned(),
+                        protection: p.to_string(),
+                    });
+                }
+                info!(store = s.name(), mode = %lock.mode, days = lock.days, "every object written carries an Object Lock: {} until its upload time plus {} days", lock.mode, lock.days);
+            } else if let Some(d) = p.default_retention.filter(|_| p.lock_enabled) {
+                info!(store = s.name(), mode = %d.mode, days = d.days, "no S3_OBJECT_LOCK_* set: the bucket's default retention locks every object written ({} for {} days)", d.mode, d.days);
+            }
+        }
+        out.push(protection);
+    }
+    Ok(out)
 }
 
 fn newest_complete(config: &Config) -> Result<Artifact> {
@@ -227,8 +287,11 @@ async fn verify(
     })
 }
 
+// One store's run in order (clean up, copy, lock, retention); splitting it would hide that order.
+#[allow(clippy::too_many_lines)]
 async fn sync_store(
     store: &dyn store::Store,
+    protection: Option<&store::Protection>,
     source: &upload::Source,
     config: &Config,
     cancel: &CancellationToken,
@@ -249,6 +312,8 @@ async fn sync_store(
         held: None,
         temp_files_removed: Vec::new(),
         retention_error: None,
+        object_lock: protection.map(|p| p.lock_enabled),
+        locked_until: None,
     };
     // Before the copy, and whatever the retention settings: a killed run's full-size temp file
     // may be what leaves no room for this copy. Judged by the file's age on the real clock.
@@ -302,6 +367,9 @@ async fn sync_store(
     if cancel.is_cancelled() {
         return report;
     }
+    if protection.is_some_and(|p| p.lock_enabled) {
+        report.locked_until = copy_lock(store, &location, &source.artifact.snap_file()).await;
+    }
     if config.retention.is_empty() {
         // Only for the held-snapshots metric: a listing that fails costs the metric, not the copy.
         match retention::complete_snapshots(store, &config.prefix, source.artifact.name()).await {
@@ -335,6 +403,30 @@ async fn sync_store(
         report.retention_error = Some(chain);
     }
     report
+}
+
+/// Logs the lock the copy `snap` carries and returns its retain-until; for the metric and the
+/// log only: a HEAD that fails costs them, not the copy.
+async fn copy_lock(store: &dyn store::Store, location: &str, snap: &str) -> Option<DateTime<Utc>> {
+    match store.retention(snap).await {
+        Ok(r) => {
+            let (mode, until) = r.map_or((None, None), |r| (r.mode, r.retain_until));
+            if let (Some(mode), Some(until)) = (mode, until) {
+                info!(store = store.name(), location = %location, mode = %mode, retain_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "the copy is locked");
+            } else {
+                warn!(store = store.name(), location = %location, "the bucket has Object Lock enabled but the copy carries no lock (no S3_OBJECT_LOCK_* set and no default retention): anyone with the job's keys can delete it");
+            }
+            until
+        }
+        Err(e) => {
+            warn!(
+                store = store.name(),
+                "cannot read the lock of the copy: {}",
+                one_line(&e)
+            );
+            None
+        }
+    }
 }
 
 fn write_results(config: &Config, summary: &Summary) {

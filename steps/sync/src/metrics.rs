@@ -9,6 +9,10 @@
 //! whose retention failed did receive the copy, so it gets the timestamp; the step's failure
 //! (exit 1, `last_failure`) is what reports the retention error.
 //!
+//! A store with Object Lock (S3) also pushes [`STORE_OBJECT_LOCK`] (whether its bucket has
+//! Object Lock enabled; an alert watches for a 1 that became 0) and, when the copy is locked,
+//! [`STORE_LOCKED_UNTIL`].
+//!
 //! With its copy, each such store pushes [`STORE_VERIFIED_SHA256`]: 1 when the copy was checked
 //! by SHA-256, 0 when only by its size (an S3 server that states no checksum), so an alert can
 //! ask for SHA-256 where the README promises it.
@@ -16,8 +20,8 @@
 use std::time::SystemTime;
 
 use vault_backup_common::metrics::{
-    Metrics, Report, STORE_DELETED_BYTES, STORE_LAST_SUCCESS, STORE_SNAPSHOTS,
-    STORE_VERIFIED_SHA256,
+    Metrics, Report, STORE_DELETED_BYTES, STORE_LAST_SUCCESS, STORE_LOCKED_UNTIL,
+    STORE_OBJECT_LOCK, STORE_SNAPSHOTS, STORE_VERIFIED_SHA256,
 };
 
 use crate::error::Error;
@@ -42,6 +46,12 @@ impl Report for Summary {
             if let Some(held) = store.held {
                 #[allow(clippy::cast_precision_loss)]
                 metrics.set_with(STORE_SNAPSHOTS, &label, held as f64);
+            }
+            if let Some(lock) = store.object_lock {
+                metrics.set_with(STORE_OBJECT_LOCK, &label, if lock { 1.0 } else { 0.0 });
+            }
+            if let Some(until) = store.locked_until {
+                metrics.set_time(STORE_LOCKED_UNTIL, &label, until.into());
             }
         }
     }
@@ -76,6 +86,8 @@ mod tests {
             held,
             temp_files_removed: Vec::new(),
             retention_error: None,
+            object_lock: None,
+            locked_until: None,
         }
     }
 
@@ -119,6 +131,40 @@ mod tests {
                  vault_backup_store_snapshots{store=\"dir\"} 7\n"
             );
         }
+    }
+
+    #[test]
+    fn a_locked_store_pushes_its_lock_and_retain_until() {
+        let mut s3 = store("s3", None, Some(2));
+        s3.object_lock = Some(true);
+        s3.locked_until = chrono::DateTime::from_timestamp(1_700_086_400, 0);
+        let mut unlocked = store("s3", None, Some(2));
+        unlocked.object_lock = Some(false);
+        let mut m = Metrics::new();
+        summary(vec![s3, store("dir", None, Some(2))]).metrics(&mut m, SystemTime::now());
+        let text = m.render();
+        assert!(
+            text.contains("vault_backup_store_object_lock{store=\"s3\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vault_backup_store_locked_until_timestamp_seconds{store=\"s3\"} 1700086400\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("vault_backup_store_object_lock{store=\"dir\"}"),
+            "{text}"
+        );
+        let mut m = Metrics::new();
+        summary(vec![unlocked]).metrics(&mut m, SystemTime::now());
+        let text = m.render();
+        assert!(
+            text.contains("vault_backup_store_object_lock{store=\"s3\"} 0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("locked_until"), "{text}");
     }
 
     #[test]

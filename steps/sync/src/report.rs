@@ -47,6 +47,11 @@ pub struct StoreReport {
     pub temp_files_removed: Vec<String>,
     /// The retention error, if deleting (snapshots or stale temp files) failed.
     pub retention_error: Option<String>,
+    /// Whether the store's bucket has Object Lock enabled; `None` for a store without locks
+    /// (a directory) or whose configuration could not be read.
+    pub object_lock: Option<bool>,
+    /// Until when the snapshot this run synced is locked against deletion, if it is.
+    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Summary {
@@ -94,6 +99,8 @@ mod tests {
             held: None,
             temp_files_removed: Vec::new(),
             retention_error: None,
+            object_lock: None,
+            locked_until: None,
         }
     }
 

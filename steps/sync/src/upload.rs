@@ -380,7 +380,8 @@ pub async fn upload(
     };
 
     if let Some(manifest) = &source.manifest {
-        put_checked(store, &a.manifest_file(), manifest.clone()).await?;
+        let manifest = with_snap_version(store, &snap, manifest).await?;
+        put_checked(store, &a.manifest_file(), manifest).await?;
     }
     put_checked(store, &a.sha256_file(), source.checksum.clone()).await?;
     // Another run's retention may have taken the .snap between its upload and the .sha256
@@ -559,6 +560,29 @@ async fn composite_of_workspace(
             );
             Err(Error::Read { path, source })
         }
+    }
+}
+
+/// The manifest to store beside `snap`: in a store that keeps versions (a versioned S3
+/// bucket), with `snap_version_id`, the version id of the `.snap` just checked, so that a
+/// restore from object versions (every current object deleted) fetches exactly that version.
+/// Unchanged elsewhere, or if the workspace's manifest is not a JSON object.
+async fn with_snap_version(
+    store: &dyn Store,
+    snap: &str,
+    manifest: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let Some(version) = store.version(snap).await? else {
+        return Ok(manifest.to_vec());
+    };
+    match serde_json::from_slice::<serde_json::Value>(manifest) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert("snap_version_id".into(), version.into());
+            let mut body = serde_json::to_vec_pretty(&fields).unwrap_or_else(|_| manifest.to_vec());
+            body.push(b'\n');
+            Ok(body)
+        }
+        _ => Ok(manifest.to_vec()),
     }
 }
 

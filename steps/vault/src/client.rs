@@ -24,7 +24,7 @@ pub const SNAPSHOT_PATH: &str = "v1/sys/storage/raft/snapshot";
 /// A Vault API client with the step's TLS settings.
 #[derive(Debug, Clone)]
 pub struct Vault {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     namespace: Option<String>,
     /// The variable that sets the step's time limit, named when a request times out.
     timeout_variable: &'static str,
@@ -216,12 +216,12 @@ fn is_tls_failure(err: &reqwest::Error) -> bool {
     false
 }
 
-fn base(addr: &Url) -> String {
+pub(crate) fn base(addr: &Url) -> String {
     addr.as_str().trim_end_matches('/').to_owned()
 }
 
 /// The text of a Vault error body (`{"errors": [...]}`), short enough for one log line.
-fn detail(body: &str) -> String {
+pub(crate) fn detail(body: &str) -> String {
     let text = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| {
@@ -316,7 +316,7 @@ impl Vault {
 
     /// `X-Vault-Namespace`, for requests to paths that live in a namespace (auth mounts). Not
     /// for `sys/storage/raft/snapshot`: Vault Enterprise serves it from the root namespace only.
-    fn namespace_header(&self) -> HeaderMap {
+    pub(crate) fn namespace_header(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         // Config checked that the namespace is a valid header value.
         if let Some(v) = self
@@ -331,7 +331,7 @@ impl Vault {
 
     /// `X-Vault-Token`, marked sensitive so no debug output shows it. Tokens only ever travel
     /// in this header.
-    fn token_header(addr: &Url, token: &Secret) -> Result<HeaderMap> {
+    pub(crate) fn token_header(addr: &Url, token: &Secret) -> Result<HeaderMap> {
         let mut v = HeaderValue::from_str(token.expose()).map_err(|_| Error::Http {
             addr: base(addr),
             what: "the login",
@@ -691,7 +691,7 @@ impl Vault {
     }
 
     /// The error for a refused request to `path`: 403 names the capabilities it needs.
-    fn refused(
+    pub(crate) fn refused(
         addr: &Url,
         status: StatusCode,
         body: &str,
@@ -1001,7 +1001,7 @@ impl Vault {
 
     /// Sends `body` as JSON to `v1/<path>` (with `token` if given) and returns the status and
     /// the body text.
-    async fn send_json(
+    pub(crate) async fn send_json(
         &self,
         addr: &Url,
         method: reqwest::Method,
@@ -1020,7 +1020,7 @@ impl Vault {
     /// Sends `request` (to `addr`) within `timeout`, a fixed limit for a short request, and
     /// returns the status and the whole body text; a failure of either is a transport error
     /// ([`Self::transport`]).
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         addr: &Url,
         request: reqwest::RequestBuilder,

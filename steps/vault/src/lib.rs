@@ -11,6 +11,8 @@ pub mod client;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod generate_root;
+pub mod kv;
 pub mod save;
 
 pub use client::{
@@ -19,4 +21,6 @@ pub use client::{
 };
 pub use config::{Auth, Tls, VaultEnv, VaultSettings};
 pub use error::{Error, Result};
+pub use generate_root::RootRefused;
+pub use kv::{CasWrite, KvPath, KvValue};
 pub use save::{Saved, Target, save_snapshot};

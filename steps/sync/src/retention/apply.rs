@@ -5,6 +5,7 @@ use tracing::{info, warn};
 use vault_backup_common::artifact::Artifact;
 
 use super::plan::{self, Decision, Policy, TEMP_MAX_AGE};
+use vault_backup_stores::lock::Versioning;
 use vault_backup_stores::store::{self, Store};
 
 /// What retention did in one store; filled in as it goes, so a failure halfway still shows
@@ -17,6 +18,9 @@ pub struct Applied {
     pub deleted: Vec<String>,
     /// The bytes of the files deleted, as the store gave their sizes just before.
     pub deleted_bytes: u64,
+    /// Snapshots the plan would delete but whose delete the store refused (403) because Object
+    /// Lock holds them: retained (locked), no failure.
+    pub retained_locked: Vec<String>,
 }
 
 impl Applied {
@@ -25,6 +29,8 @@ impl Applied {
     #[must_use]
     pub fn held(&self) -> Option<usize> {
         let plan = self.plan.as_ref()?;
+        // A snapshot whose delete was refused is still held (its three files or some of them;
+        // the .sha256 goes first, so a refusal there leaves it whole).
         Some(
             plan.iter()
                 .filter(|d| d.complete && !self.deleted.contains(&d.name))
@@ -50,7 +56,15 @@ pub async fn apply(
     applied: &mut Applied,
 ) -> Result<(), store::Error> {
     let files = store.list().await?;
-    let snapshots = plan::snapshots_from_files(&files, prefix, current);
+    let mut snapshots = plan::snapshots_from_files(&files, prefix, current);
+    // The lock of each snapshot's .snap, where the store has locks (one HEAD each; a store
+    // without Object Lock answers without asking the server).
+    for s in &mut snapshots {
+        s.locked_until = store
+            .retention(&Artifact::new(s.name.as_str()).snap_file())
+            .await?
+            .and_then(|r| r.retain_until);
+    }
     let decisions = plan::plan(&snapshots, policy, now);
     for d in &decisions {
         let reasons: Vec<String> = d.reasons.iter().map(ToString::to_string).collect();
@@ -74,19 +88,39 @@ pub async fn apply(
         info!(store = store.name(), policy = %policy, kept, "dry run (RETAIN_DRY_RUN): would delete {} snapshots", doomed.len());
         return Ok(());
     }
-    for name in doomed {
+    'snapshots: for name in doomed {
         let a = Artifact::new(name);
         // Checksum first: from then on the copy is incomplete and never mistaken for whole.
         for file in [a.sha256_file(), a.snap_file(), a.manifest_file()] {
             // For the bytes-deleted metric only: a size the store cannot give counts as 0
             // rather than stopping retention.
             let size = store.size(&file).await.ok().flatten().unwrap_or(0);
-            store.delete(&file).await?;
-            applied.deleted_bytes += size;
+            match store.delete(&file).await {
+                Ok(()) => applied.deleted_bytes += size,
+                // A lock the plan did not see (extended by hand, a version locked by the
+                // bucket's default), or a policy of a locked bucket that denies deletes: the
+                // store keeps the snapshot, as it is meant to. Not a failed run.
+                Err(e) if e.is_refused() => {
+                    warn!(store = store.name(), snapshot = a.name(), file = %file, "retained (locked): the bucket has Object Lock and refused the delete (403); the snapshot stays");
+                    applied.retained_locked.push(a.name().to_owned());
+                    continue 'snapshots;
+                }
+                Err(e) => return Err(e),
+            }
         }
         applied.deleted.push(a.name().to_owned());
     }
     info!(store = store.name(), policy = %policy, kept, "deleted {} snapshots", applied.deleted.len());
+    if !applied.deleted.is_empty()
+        && let Ok(Some(p)) = store.protection().await
+        && p.versioning != Versioning::Off
+    {
+        info!(
+            store = store.name(),
+            versioning = %p.versioning,
+            "the bucket keeps versions: a delete only added delete markers and the data stays as noncurrent versions until a lifecycle rule (NoncurrentVersionExpiration) removes them; see the README"
+        );
+    }
     Ok(())
 }
 

@@ -95,6 +95,9 @@ pub struct Snapshot {
     pub complete: bool,
     /// It is the snapshot this run just uploaded.
     pub current: bool,
+    /// Until when the store holds its `.snap` under an Object Lock (S3); `None` if it is not
+    /// locked, or the store has no locks.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// Why a snapshot is kept.
@@ -116,6 +119,9 @@ pub enum Reason {
     Monthly(i32, u32),
     /// Incomplete, but written after every complete snapshot: it may still be being written.
     MaybeInProgress,
+    /// Its Object Lock holds it until then: a delete would be refused (or, in a versioned
+    /// bucket, only hide it behind a delete marker while the data stays).
+    Locked(DateTime<Utc>),
 }
 
 impl fmt::Display for Reason {
@@ -131,6 +137,11 @@ impl fmt::Display for Reason {
             Self::MaybeInProgress => {
                 f.write_str("incomplete but written after every complete one, may be in progress")
             }
+            Self::Locked(until) => write!(
+                f,
+                "locked until {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
         }
     }
 }
@@ -176,6 +187,7 @@ pub fn snapshots_from_files(entries: &[Entry], prefix: &str, current: &str) -> V
                 time,
                 modified,
                 complete: snap && sum,
+                locked_until: None,
             })
         })
         .collect()
@@ -274,6 +286,10 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: DateTime<Utc>) -> Vec<
         } else if last_completed.is_none_or(|done| s.modified > done) && !s.current {
             reasons.push(Reason::MaybeInProgress);
         }
+        // Whatever the rules say: retention never tries to delete what is still locked.
+        if let Some(until) = s.locked_until.filter(|until| *until > now) {
+            reasons.push(Reason::Locked(until));
+        }
         decisions.push(Decision {
             name: s.name.clone(),
             keep: !reasons.is_empty(),
@@ -344,6 +360,7 @@ mod tests {
             modified: time,
             complete: true,
             current: false,
+            locked_until: None,
         }
     }
 
@@ -359,6 +376,7 @@ mod tests {
                     modified: time,
                     complete: true,
                     current: false,
+                    locked_until: None,
                 }
             })
             .collect()
@@ -526,6 +544,28 @@ mod tests {
         snaps[0].current = true;
         let got = plan(&snaps, &policy(1, 0, 0, 0, 0), now());
         assert_eq!(kept(&got), ["20261124T060000Z", "20261122T060000Z"]);
+    }
+
+    #[test]
+    fn a_locked_snapshot_is_kept_until_its_lock_expires() {
+        let mut snaps = daily_series(4);
+        // The two oldest are locked: one until tomorrow, one until an hour ago.
+        snaps[0].locked_until = Some(now() + TimeDelta::days(1));
+        snaps[1].locked_until = Some(now() - TimeDelta::hours(1));
+        let got = plan(&snaps, &policy(1, 0, 0, 0, 0), now());
+        assert_eq!(kept(&got), ["20261124T060000Z", "20261121T060000Z"]);
+        let locked = got.last().unwrap();
+        assert_eq!(locked.reasons, [Reason::Locked(now() + TimeDelta::days(1))]);
+        assert_eq!(
+            locked.reasons[0].to_string(),
+            "locked until 2026-11-25T12:00:00Z"
+        );
+        // A day later the lock has run out and the rules decide alone.
+        let later = plan(&snaps, &policy(1, 0, 0, 0, 0), now() + TimeDelta::days(1));
+        assert_eq!(kept(&later), ["20261124T060000Z"]);
+        // A lock adds a reason, it changes nothing else: the other decisions are as unlocked.
+        let unlocked = plan(&daily_series(4), &policy(1, 0, 0, 0, 0), now());
+        assert_eq!(got[..3], unlocked[..3]);
     }
 
     #[test]
