@@ -48,9 +48,21 @@ pub fn azure(cfg: &AzureConfig) -> Result<Box<dyn Store>, ConfigError> {
         })?;
         builder = builder.with_config(parsed, value.expose());
     }
+    // Name the credential that was given: it is what a build error is most likely about.
+    let variable = cfg
+        .options
+        .iter()
+        .find(|(k, _)| matches!(*k, "azure_storage_account_key" | "azure_storage_sas_key"))
+        .map_or("AZURE_STORAGE_ACCOUNT_NAME", |(k, _)| {
+            if *k == "azure_storage_account_key" {
+                "AZURE_STORAGE_ACCOUNT_KEY"
+            } else {
+                "AZURE_STORAGE_SAS_KEY"
+            }
+        });
     let store = builder.build().map_err(|e| {
         ConfigError::new(
-            "AZURE_STORAGE_ACCOUNT_NAME",
+            variable,
             format!("cannot set up the Azure Blob client: {e}"),
         )
     })?;
@@ -99,4 +111,26 @@ pub(crate) fn prefix(variable: &str, prefix: &str) -> Result<Option<ObjectPath>,
     ObjectPath::parse(prefix)
         .map(Some)
         .map_err(|e| ConfigError::new(variable, format!("not a usable key prefix: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use vault_backup_common::env::Secret;
+
+    use super::*;
+
+    #[test]
+    fn an_account_key_that_is_not_base64_is_a_configuration_error_naming_it() {
+        let err = azure(&AzureConfig {
+            container: "c".into(),
+            prefix: String::new(),
+            account: Some("acct".into()),
+            endpoint: None,
+            use_emulator: false,
+            options: vec![("azure_storage_account_key", Secret::new("not base64!"))],
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "AZURE_STORAGE_ACCOUNT_KEY");
+        assert!(!err.to_string().contains("not base64!"), "{err}");
+    }
 }

@@ -57,12 +57,19 @@ pub fn gcs(cfg: &GcsConfig) -> Result<Box<dyn Store>, ConfigError> {
     if let Some(path) = &cfg.application_credentials {
         builder = builder.with_application_credentials(path);
     }
-    let store = builder.build().map_err(|e| {
-        ConfigError::new(
-            "GOOGLE_SERVICE_ACCOUNT",
-            format!("cannot set up the GCS client: {e}"),
-        )
-    })?;
+    // Name the credential that was given: it is what a build error is about.
+    let variable = if cfg.service_account_key.is_some() {
+        "GOOGLE_SERVICE_ACCOUNT_KEY"
+    } else if cfg.service_account_path.is_some() {
+        "GOOGLE_SERVICE_ACCOUNT"
+    } else if cfg.application_credentials.is_some() {
+        "GOOGLE_APPLICATION_CREDENTIALS"
+    } else {
+        "GOOGLE_BUCKET"
+    };
+    let store = builder
+        .build()
+        .map_err(|e| ConfigError::new(variable, format!("cannot set up the GCS client: {e}")))?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(request_timeout())
@@ -426,5 +433,43 @@ impl Writer for ResumableWriter {
                 other => Err(err(format!("answered {other}"))),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vault_backup_common::env::Secret;
+
+    use super::*;
+
+    fn config(key: &str) -> GcsConfig {
+        GcsConfig {
+            bucket: "b".into(),
+            prefix: String::new(),
+            service_account_path: None,
+            service_account_key: Some(Secret::new(key)),
+            application_credentials: None,
+            base_url: None,
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_one_is_a_configuration_error_naming_it_without_its_text() {
+        let err = gcs(&config("{\"private_key\": 42, \"secret-text\"")).unwrap_err();
+        assert_eq!(err.variable, "GOOGLE_SERVICE_ACCOUNT_KEY");
+        assert!(!err.to_string().contains("secret-text"), "{err}");
+    }
+
+    #[test]
+    fn the_endpoint_is_the_variable_else_the_keys_else_gcs() {
+        let emulator = r#"{"gcs_base_url": "http://127.0.0.1:4443/", "disable_oauth": true}"#;
+        assert_eq!(
+            base_url(&config(emulator)).unwrap(),
+            "http://127.0.0.1:4443"
+        );
+        assert_eq!(base_url(&config("{}")).unwrap(), DEFAULT_BASE_URL);
+        let mut c = config(emulator);
+        c.base_url = Some("https://gcs.internal".into());
+        assert_eq!(base_url(&c).unwrap(), "https://gcs.internal");
     }
 }
