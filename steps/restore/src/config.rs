@@ -10,7 +10,10 @@ use serde::Deserialize;
 use vault_backup_common::env::{self, ConfigError, Secret};
 use vault_backup_common::tekton::Results;
 pub use vault_backup_stores::S3Env;
+use vault_backup_stores::azureconfig::azure_config;
+use vault_backup_stores::gcsconfig::gcs_config;
 use vault_backup_stores::s3config::s3_config;
+pub use vault_backup_stores::{AzureConfig, AzureEnv, GcsConfig, GcsEnv};
 use vault_backup_vault::config::canary_location;
 pub use vault_backup_vault::{KvPath, VaultEnv, VaultSettings};
 
@@ -86,6 +89,12 @@ pub struct RawConfig {
     /// The bucket claim's or the plain S3 variables.
     #[serde(flatten)]
     pub s3: S3Env,
+    /// The GCS variables, as the sync step reads them.
+    #[serde(flatten)]
+    pub gcs: GcsEnv,
+    /// The Azure Blob variables, as the sync step reads them.
+    #[serde(flatten)]
+    pub azure: AzureEnv,
     /// `VAULT_ADDR`, TLS, namespace and login.
     #[serde(flatten)]
     pub vault: VaultEnv,
@@ -99,6 +108,8 @@ impl RawConfig {
         [
             env::variables::<RestoreEnv>(),
             env::variables::<S3Env>(),
+            env::variables::<GcsEnv>(),
+            env::variables::<AzureEnv>(),
             env::variables::<VaultEnv>(),
         ]
         .concat()
@@ -110,6 +121,10 @@ impl RawConfig {
 pub enum Source {
     /// S3, with the sync step's variables.
     S3(S3Config),
+    /// Google Cloud Storage, with the sync step's variables.
+    Gcs(GcsConfig),
+    /// Azure Blob, with the sync step's variables.
+    Azure(AzureConfig),
     /// A directory (`BACKUP_DIR`).
     Dir(PathBuf),
 }
@@ -193,14 +208,49 @@ impl Config {
     }
 }
 
-fn source(raw: &RestoreEnv, s3: &S3Env) -> Result<Source, ConfigError> {
+fn source(
+    raw: &RestoreEnv,
+    s3: &S3Env,
+    gcs: &GcsEnv,
+    azure: &AzureEnv,
+) -> Result<Source, ConfigError> {
     let s3 = s3_config(s3)?;
+    let gcs = gcs_config(gcs)?.map(Source::Gcs);
+    let azure = azure_config(azure)?.map(Source::Azure);
     let dir = raw
         .backup_dir
         .as_deref()
         .map(|d| env::existing_dir("BACKUP_DIR", d.trim()))
         .transpose()?;
     let from = raw.restore_from.as_deref().map(str::trim);
+    // GCS and Azure: named by RESTORE_FROM, or the only store configured.
+    match (from, gcs, azure) {
+        (Some("gcs"), Some(gcs), _) => return Ok(gcs),
+        (Some("azure"), _, Some(azure)) => return Ok(azure),
+        (Some("gcs"), None, _) => {
+            return Err(ConfigError::new(
+                "RESTORE_FROM",
+                "is gcs but no bucket is configured; set GOOGLE_BUCKET",
+            ));
+        }
+        (Some("azure"), _, None) => {
+            return Err(ConfigError::new(
+                "RESTORE_FROM",
+                "is azure but no container is configured; set AZURE_CONTAINER_NAME",
+            ));
+        }
+        (None, gcs, azure) if gcs.is_some() || azure.is_some() => {
+            let configured = [s3.is_some(), gcs.is_some(), azure.is_some(), dir.is_some()];
+            if configured.iter().filter(|c| **c).count() > 1 {
+                return Err(ConfigError::new(
+                    "RESTORE_FROM",
+                    "more than one store is configured; set RESTORE_FROM to s3, gcs, azure or dir",
+                ));
+            }
+            return Ok(gcs.or(azure).unwrap_or_else(|| unreachable!("one is set")));
+        }
+        _ => {}
+    }
     match (from, s3, dir) {
         (Some("s3"), Some(s3), _) | (None, Some(s3), None) => Ok(Source::S3(s3)),
         (Some("dir"), _, Some(dir)) | (None, None, Some(dir)) => Ok(Source::Dir(dir)),
@@ -214,15 +264,15 @@ fn source(raw: &RestoreEnv, s3: &S3Env) -> Result<Source, ConfigError> {
         )),
         (Some(other), _, _) => Err(ConfigError::new(
             "RESTORE_FROM",
-            format!("expected s3 or dir, got {other:?}"),
+            format!("expected s3, gcs, azure or dir, got {other:?}"),
         )),
         (None, Some(_), Some(_)) => Err(ConfigError::new(
             "RESTORE_FROM",
             "both an S3 bucket and BACKUP_DIR are configured; set RESTORE_FROM to s3 or dir",
         )),
         (None, None, None) => Err(ConfigError::new(
-            "BUCKET_NAME, S3_BUCKET, BACKUP_DIR",
-            "no store to restore from; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, or BACKUP_DIR",
+            "BUCKET_NAME, S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, BACKUP_DIR",
+            "no store to restore from; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, or BACKUP_DIR",
         )),
     }
 }
@@ -384,6 +434,8 @@ impl TryFrom<RawConfig> for Config {
         let RawConfig {
             restore: raw,
             s3,
+            gcs,
+            azure,
             vault,
         } = raw;
         let kind = match raw.restore_mode.as_deref().map(str::trim) {
@@ -483,7 +535,7 @@ impl TryFrom<RawConfig> for Config {
             snapshot_dir: env::existing_dir("SNAPSHOT_DIR", raw.snapshot_dir.trim())?,
             snapshot_name,
             prefix: env::name_prefix("SNAPSHOT_PREFIX", raw.snapshot_prefix.as_deref(), "vault")?,
-            source: source(&raw, &s3)?,
+            source: source(&raw, &s3, &gcs, &azure)?,
             vault,
             timeout: env::parse_duration(
                 "RESTORE_TIMEOUT",
@@ -611,7 +663,11 @@ mod tests {
     #[case(&[("RESTORE_CONFIRM", "x"), ("SNAPSHOT_NAME", "x.snap")], "SNAPSHOT_NAME: expected the snapshot name without its .snap suffix")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("S3_BUCKET", "b"), ("S3_ENDPOINT", "http://127.0.0.1:1"), ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")], "RESTORE_FROM: both an S3 bucket and BACKUP_DIR are configured")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "s3")], "RESTORE_FROM: is s3 but no bucket is configured")]
-    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "tape")], "RESTORE_FROM: expected s3 or dir")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "tape")], "RESTORE_FROM: expected s3, gcs, azure or dir")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "gcs")], "RESTORE_FROM: is gcs but no bucket is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FROM", "azure")], "RESTORE_FROM: is azure but no container is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("GOOGLE_BUCKET", "b")], "RESTORE_FROM: more than one store is configured")]
+    #[case(&[("RESTORE_CONFIRM", "x"), ("AZURE_CONTAINER_NAME", "c")], "AZURE_STORAGE_ACCOUNT_NAME: is required")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_FORCE", "maybe")], "RESTORE_FORCE: expected true or false")]
     #[case(&[("RESTORE_CONFIRM", "x"), ("RESTORE_TIMEOUT", "soon")], "RESTORE_TIMEOUT: expected a positive duration")]
     #[case(&[("DRILL_RECOVERY_KEYS_FILE", "/keys"), ("RESTORE_CONFIRM", "x")], "DRILL_RECOVERY_KEYS_FILE: applies to RESTORE_MODE=drill or recover only")]
@@ -633,6 +689,35 @@ mod tests {
         assert!(err.starts_with(want), "got {err:?}, want {want:?}");
         assert!(!err.contains('\n'), "one line: {err:?}");
         assert!(!err.contains("secret-token"), "{err:?}");
+    }
+
+    #[test]
+    fn gcs_or_azure_is_chosen_by_restore_from_or_as_the_only_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let gcs = [("RESTORE_CONFIRM", "x"), ("GOOGLE_BUCKET", "b")];
+        let c = config(d, &[&gcs[..], &[("RESTORE_FROM", "gcs")]].concat()).unwrap();
+        assert!(matches!(c.source, Source::Gcs(ref g) if g.bucket == "b"));
+        let azure = [
+            ("RESTORE_CONFIRM", "x"),
+            ("AZURE_CONTAINER_NAME", "c"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "a"),
+            ("RESTORE_FROM", "azure"),
+        ];
+        let c = config(d, &azure).unwrap();
+        assert!(matches!(c.source, Source::Azure(ref a) if a.container == "c"));
+        // The same GCS bucket, with the directory as the only other store, needs RESTORE_FROM;
+        // without BACKUP_DIR it is the only store and needs nothing.
+        let mut vars: Vec<(String, String)> = vec![
+            ("VAULT_ADDR".into(), "http://127.0.0.1:8200".into()),
+            ("VAULT_TOKEN".into(), "t".into()),
+            ("SNAPSHOT_DIR".into(), d.into()),
+            ("RESTORE_CONFIRM".into(), "x".into()),
+            ("GOOGLE_BUCKET".into(), "b".into()),
+        ];
+        vars.sort();
+        let c = Config::try_from(env::from_iter::<RawConfig, _>(vars).unwrap()).unwrap();
+        assert!(matches!(c.source, Source::Gcs(_)));
     }
 
     #[test]
@@ -693,6 +778,9 @@ mod tests {
         ];
         vars.sort();
         let err = Config::try_from(env::from_iter::<RawConfig, _>(vars).unwrap()).unwrap_err();
-        assert_eq!(err.variable, "BUCKET_NAME, S3_BUCKET, BACKUP_DIR");
+        assert_eq!(
+            err.variable,
+            "BUCKET_NAME, S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, BACKUP_DIR"
+        );
     }
 }

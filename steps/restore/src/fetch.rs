@@ -40,6 +40,8 @@ pub struct Fetched {
 pub fn open(source: &Source) -> Result<Box<dyn Store>> {
     Ok(match source {
         Source::S3(s3) => vault_backup_stores::store::s3(s3)?,
+        Source::Gcs(gcs) => vault_backup_stores::store::gcs(gcs)?,
+        Source::Azure(azure) => vault_backup_stores::store::azure(azure)?,
         Source::Dir(dir) => vault_backup_stores::store::dir(dir),
     })
 }

@@ -33,6 +33,10 @@ pub(crate) struct ObjectStoreBacked {
 pub(crate) enum ServerChecksum {
     /// S3's `x-amz-checksum-sha256`, from a presigned HEAD.
     S3(crate::s3::ChecksumReadBack),
+    /// None that the sync step can compare with what it verified (GCS states an MD5, which the
+    /// sync step does not compute; Azure none for a block list): the copy is read back and
+    /// hashed (`readback.rs`).
+    ReadBack,
 }
 
 impl ObjectStoreBacked {
@@ -197,24 +201,31 @@ impl Store for ObjectStoreBacked {
         })
     }
 
-    fn sha256<'a>(&'a self, _file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(async { Ok(None) })
+    fn sha256<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            match &self.checksum {
+                ServerChecksum::ReadBack => crate::readback::sha256(self, file).await,
+                ServerChecksum::S3(_) => Ok(None),
+            }
+        })
     }
 
     fn reads_back_sha256(&self) -> bool {
-        false
+        matches!(self.checksum, ServerChecksum::ReadBack)
     }
 
     fn server_checksum<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             match &self.checksum {
                 ServerChecksum::S3(s3) => s3.read(self, &self.path(file), file).await,
+                ServerChecksum::ReadBack => Ok(None),
             }
         })
     }
 
     fn part_size(&self) -> Option<usize> {
-        Some(OBJECT_PART_SIZE)
+        // The composite checksum is S3's; the others are checked by reading back.
+        matches!(self.checksum, ServerChecksum::S3(_)).then_some(OBJECT_PART_SIZE)
     }
 
     fn keeps_temp_files(&self) -> bool {

@@ -28,7 +28,7 @@ use crate::store::{ByteStream, Entry, Error, Result, Store, Writer};
 /// test-only `VAULT_BACKUP_TEST_S3_REQUEST_TIMEOUT_MS`, so that a download longer than one
 /// request's limit takes seconds rather than minutes; `retry_timeout` keeps its shipped ratio
 /// (1.5x). Not a documented setting: users have no reason to change it.
-fn request_timeout() -> Duration {
+pub(crate) fn request_timeout() -> Duration {
     std::env::var("VAULT_BACKUP_TEST_S3_REQUEST_TIMEOUT_MS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,14 +1,19 @@
-//! The stores a snapshot is copied to, behind one trait: S3 (through `object_store`, in
-//! `object.rs` and `s3.rs`) and a directory (a PVC mounted as a Tekton workspace, `dir.rs`).
+//! The stores a snapshot is copied to, behind one trait: S3, GCS and Azure Blob (through
+//! `object_store`, in `object.rs`, `s3.rs`, `gcs.rs`, `azure.rs`) and a directory (a PVC
+//! mounted as a Tekton workspace, `dir.rs`).
 //!
 //! Uploading, verifying and retention are written once against [`Store`] and [`Writer`]; each
 //! store supplies only what is particular to it:
-//! - Any `object_store` backend (S3 today; GCS and Azure are a builder away): the snapshot goes
-//!   up as a multipart upload in [`OBJECT_PART_SIZE`] parts, at most [`OBJECT_PARTS_IN_FLIGHT`]
-//!   at a time, each with its SHA-256 in `x-amz-checksum-sha256` so the server checks every
-//!   part; an aborted upload is aborted on the server too, so no object ever appears. After
-//!   completion the copy is checked by its size and, where the server states one, by the
-//!   SHA-256 checksum it keeps (see [`crate::checksum`]).
+//! - S3: the snapshot goes up as a multipart upload in [`OBJECT_PART_SIZE`] parts, at most
+//!   [`OBJECT_PARTS_IN_FLIGHT`] at a time, each with its SHA-256 in `x-amz-checksum-sha256` so
+//!   the server checks every part; an aborted upload is aborted on the server too, so no object
+//!   ever appears. After completion the copy is checked by its size and, where the server
+//!   states one, by the SHA-256 checksum it keeps (see [`crate::checksum`]).
+//! - Azure Blob: the same multipart upload (Put Block, then Put Block List, which commits the
+//!   blob whole); GCS: a resumable upload of [`OBJECT_PART_SIZE`] chunks, whose last chunk
+//!   makes the object appear whole (`gcs.rs` says why not the XML multipart API). Neither
+//!   states a checksum that proves the copy is the verified bytes, so the copy is read back
+//!   and hashed ([`Store::reads_back_sha256`]).
 //! - A directory, written with `std::fs` and the common crate's `fsutil` rather than
 //!   `object_store`'s `LocalFileSystem`: that one renames its staging file into place without
 //!   syncing it first, so a power cut could leave a complete-looking name over missing data. The
@@ -22,7 +27,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+pub use crate::azure::azure;
 pub use crate::dir::dir;
+pub use crate::gcs::gcs;
 pub use crate::lock::{ObjectRetention, ObjectVersion, Protection};
 pub use crate::s3::s3;
 
@@ -104,7 +111,8 @@ impl Entry {
 
 /// A place that holds snapshot files side by side, by file name.
 pub trait Store: Send + Sync {
-    /// The store's short name in logs and in the `synced-stores` result: `s3`, `dir`.
+    /// The store's short name in logs and in the `synced-stores` result: `s3`, `gcs`, `azure`,
+    /// `dir`.
     fn name(&self) -> &'static str;
     /// Where `file` lives, as a person would look for it (`s3://bucket/prefix/file`, a path).
     fn location(&self, file: &str) -> String;

@@ -11,8 +11,11 @@ use vault_backup_common::tekton::Results;
 use crate::retention;
 pub use vault_backup_stores::S3Config;
 pub use vault_backup_stores::S3Env;
+use vault_backup_stores::azureconfig::azure_config;
+use vault_backup_stores::gcsconfig::gcs_config;
 use vault_backup_stores::lock::{LockMode, ObjectLock};
 use vault_backup_stores::s3config::s3_config;
+pub use vault_backup_stores::{AzureConfig, AzureEnv, GcsConfig, GcsEnv};
 
 /// The Tekton result with the comma-separated names of the stores that hold a verified copy.
 pub const RESULT_SYNCED_STORES: &str = "synced-stores";
@@ -60,6 +63,12 @@ pub struct RawConfig {
     /// The bucket claim's or the plain S3 variables.
     #[serde(flatten)]
     pub s3: S3Env,
+    /// The GCS variables (`GOOGLE_*`, `GCS_PREFIX`).
+    #[serde(flatten)]
+    pub gcs: GcsEnv,
+    /// The Azure Blob variables (`AZURE_*`).
+    #[serde(flatten)]
+    pub azure: AzureEnv,
 }
 
 impl RawConfig {
@@ -67,7 +76,13 @@ impl RawConfig {
     /// field names from [`cfg::variables`].
     #[must_use]
     pub fn variables() -> Vec<String> {
-        [cfg::variables::<SyncEnv>(), cfg::variables::<S3Env>()].concat()
+        [
+            cfg::variables::<SyncEnv>(),
+            cfg::variables::<S3Env>(),
+            cfg::variables::<GcsEnv>(),
+            cfg::variables::<AzureEnv>(),
+        ]
+        .concat()
     }
 }
 
@@ -91,6 +106,10 @@ pub struct Config {
     pub prefix: String,
     /// The S3 store, if configured.
     pub s3: Option<S3Config>,
+    /// The GCS store, if configured.
+    pub gcs: Option<GcsConfig>,
+    /// The Azure Blob store, if configured.
+    pub azure: Option<AzureConfig>,
     /// The directory store (`BACKUP_DIR`), if configured.
     pub backup_dir: Option<PathBuf>,
     /// Retention, the same for every store.
@@ -122,6 +141,8 @@ impl TryFrom<RawConfig> for Config {
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut s3 = s3_config(&raw.s3)?;
+        let gcs = gcs_config(&raw.gcs)?;
+        let azure = azure_config(&raw.azure)?;
         let raw = raw.sync;
         if let Some(lock) = object_lock(&raw)? {
             let Some(s3) = s3.as_mut() else {
@@ -158,10 +179,10 @@ impl TryFrom<RawConfig> for Config {
             .as_deref()
             .map(|d| cfg::existing_dir("BACKUP_DIR", d.trim()))
             .transpose()?;
-        if s3.is_none() && backup_dir.is_none() {
+        if s3.is_none() && gcs.is_none() && azure.is_none() && backup_dir.is_none() {
             return Err(ConfigError::new(
-                "BUCKET_NAME, S3_BUCKET, BACKUP_DIR",
-                "no store configured; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, and/or BACKUP_DIR",
+                "BUCKET_NAME, S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, BACKUP_DIR",
+                "no store configured; set BUCKET_HOST and BUCKET_NAME (ObjectBucketClaim), S3_ENDPOINT and S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, and/or BACKUP_DIR",
             ));
         }
         let count = |var: &str, v: &Option<String>| cfg::parse_count(var, v.as_deref(), 1, 100_000);
@@ -189,6 +210,8 @@ impl TryFrom<RawConfig> for Config {
             which,
             prefix,
             s3,
+            gcs,
+            azure,
             backup_dir,
             retention,
             dry_run,
@@ -350,6 +373,28 @@ mod tests {
         assert!(c.dry_run);
         assert!(c.s3.is_none());
         assert!(!c.require_checksum);
+    }
+
+    #[test]
+    fn a_gcs_bucket_or_an_azure_container_alone_is_a_store() {
+        let ws = tempfile::tempdir().unwrap();
+        let c = Config::try_from(raw(ws.path(), &[("GOOGLE_BUCKET", "b")])).unwrap();
+        assert_eq!(c.gcs.unwrap().bucket, "b");
+        let c = Config::try_from(raw(
+            ws.path(),
+            &[
+                ("AZURE_CONTAINER_NAME", "c"),
+                ("AZURE_STORAGE_ACCOUNT_NAME", "a"),
+                ("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+            ],
+        ))
+        .unwrap();
+        let azure = c.azure.unwrap();
+        assert_eq!(azure.container, "c");
+        assert!(c.s3.is_none() && c.gcs.is_none() && c.backup_dir.is_none());
+        assert!(!format!("{azure:?}").contains("a2V5"));
+        let err = Config::try_from(raw(ws.path(), &[("GCS_PREFIX", "p")])).unwrap_err();
+        assert_eq!(err.variable, "GCS_PREFIX");
     }
 
     #[rstest]

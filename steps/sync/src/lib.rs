@@ -38,7 +38,7 @@ pub use tokio_util::sync::CancellationToken;
 
 /// `--help` text: the variables the step reads.
 pub const USAGE: &str = "\
-Copies a verified Vault raft snapshot from a workspace to S3 and/or a directory, then applies
+Copies a verified Vault raft snapshot from a workspace to S3, GCS, Azure Blob and/or a directory, then applies
 retention per store. Configuration comes from the environment:
 
   SNAPSHOT_DIR            the workspace holding <name>.snap, .snap.json, .snap.sha256 (required)
@@ -61,6 +61,21 @@ retention per store. Configuration comes from the environment:
                           for the copy, so it can be checked by its size only (default false)
   S3_OBJECT_LOCK_MODE     GOVERNANCE or COMPLIANCE: lock every object written (Object Lock;
   S3_OBJECT_LOCK_DAYS     whole days from its upload, at least 1); both or neither
+
+  Google Cloud Storage (the names object_store reads):
+  GOOGLE_BUCKET           the bucket (alias GOOGLE_BUCKET_NAME)
+  GOOGLE_SERVICE_ACCOUNT  a service account key file (or GOOGLE_SERVICE_ACCOUNT_KEY, its JSON;
+                          or GOOGLE_APPLICATION_CREDENTIALS; none: the metadata server, as
+                          GKE Workload Identity provides)
+  GOOGLE_BASE_URL         another endpoint than https://storage.googleapis.com
+  GCS_PREFIX              key prefix inside the bucket (default none)
+
+  Azure Blob (the names object_store reads):
+  AZURE_CONTAINER_NAME, AZURE_STORAGE_ACCOUNT_NAME
+  AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, or workload identity
+                          (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE)
+  AZURE_STORAGE_ENDPOINT  another endpoint than https://<account>.blob.core.windows.net
+  AZURE_PREFIX            key prefix inside the container (default none)
 
   Directory store:
   BACKUP_DIR              an existing directory (a PVC workspace)
@@ -99,6 +114,12 @@ pub async fn run_with(
     let mut stores = Vec::new();
     if let Some(s3) = &config.s3 {
         stores.push(store::s3(s3)?);
+    }
+    if let Some(gcs) = &config.gcs {
+        stores.push(store::gcs(gcs)?);
+    }
+    if let Some(azure) = &config.azure {
+        stores.push(store::azure(azure)?);
     }
     if let Some(dir) = &config.backup_dir {
         stores.push(store::dir(dir));

@@ -32,6 +32,7 @@ fn raw_for(s3: &SeaweedFs, ws: &std::path::Path, bk: &std::path::Path) -> RawCon
             aws_secret_access_key: Some(s3.secret_key().to_owned()),
             ..S3Env::default()
         },
+        ..RawConfig::default()
     }
 }
 
@@ -345,7 +346,7 @@ fn a_named_snapshot_without_its_checksum_is_an_error() {
 
 #[rstest::rstest]
 #[case::snapshot_dir_missing(&[], "SNAPSHOT_DIR: is required but not set")]
-#[case::no_store(&[("SNAPSHOT_DIR", "{ws}")], "BUCKET_NAME, S3_BUCKET, BACKUP_DIR: no store configured")]
+#[case::no_store(&[("SNAPSHOT_DIR", "{ws}")], "BUCKET_NAME, S3_BUCKET, GOOGLE_BUCKET, AZURE_CONTAINER_NAME, BACKUP_DIR: no store configured")]
 #[case::both_endpoint_forms(
     &[("SNAPSHOT_DIR", "{ws}"), ("BUCKET_HOST", "rgw.svc"), ("BUCKET_NAME", "b1"), ("S3_ENDPOINT", "http://127.0.0.1:1"),
       ("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "topsecret-value")],
