@@ -58,9 +58,10 @@ use crate::config::{
 pub const USAGE: &str = "Restores a verified vault-backup snapshot into a Vault/OpenBao cluster (RESTORE_MODE=cluster),
 proves it restores in a throw-away node (RESTORE_MODE=drill), or writes single KV v2 secrets from it
 back into the cluster (RESTORE_MODE=recover). Configured by environment variables:
-RESTORE_MODE, SNAPSHOT_DIR, SNAPSHOT_NAME, SNAPSHOT_PREFIX, RESTORE_FROM (s3 | dir), BACKUP_DIR or
-BUCKET_HOST, BUCKET_PORT, BUCKET_NAME, BUCKET_REGION, BUCKET_SSL, BUCKET_SUBREGION, AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT; VAULT_ADDR, VAULT_CACERT,
+RESTORE_MODE, SNAPSHOT_DIR, SNAPSHOT_NAME, SNAPSHOT_PREFIX, RESTORE_FROM (s3 | gcs | azure | dir), BACKUP_DIR
+or BUCKET_HOST, BUCKET_PORT, BUCKET_NAME, BUCKET_REGION, BUCKET_SSL, BUCKET_SUBREGION, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_TLS, S3_CACERT, or GOOGLE_BUCKET, GCS_PREFIX
+and the GOOGLE_* credentials, or AZURE_CONTAINER_NAME, AZURE_PREFIX and the AZURE_* credentials; VAULT_ADDR, VAULT_CACERT,
 VAULT_SKIP_VERIFY, VAULT_NAMESPACE, one login (VAULT_TOKEN | VAULT_TOKEN_FILE | VAULT_ROLE_ID +
 VAULT_SECRET_ID[_FILE] | VAULT_AUTH_ROLE); cluster: RESTORE_CONFIRM (the snapshot's exact name, and
 @<target cluster_name> for a forced restore into another cluster than the snapshot's source),
