@@ -19,6 +19,7 @@ pub mod canned;
 pub mod check;
 pub mod e2e;
 pub mod fake_gcs;
+pub mod fixture;
 pub mod kube_standin;
 pub mod openbao;
 pub mod pod;

@@ -19,10 +19,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use snapshot_sync::{CancellationToken, Config, RawConfig, run_with};
-use vault_backup_common::artifact::{self, Artifact, MANIFEST_VERSION, Manifest};
+use vault_backup_common::artifact::{self, Artifact};
 use vault_backup_testbed::azurite::Azurite;
 use vault_backup_testbed::check::{files, sha256sum_check};
 use vault_backup_testbed::fake_gcs::FakeGcs;
+use vault_backup_testbed::fixture;
 use vault_backup_testbed::seaweed::SeaweedFs;
 use vault_backup_testbed::venv;
 use vault_restore::config::Source;
@@ -184,76 +185,14 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// A snapshot as the snapshot step leaves it: a gzip'd tar of `meta.json`, `state.bin`
-/// (`bytes` random bytes), `SHA256SUMS` and `SHA256SUMS.sealed` (whose seal only a Vault
-/// checks; the fetch checks it is there), with its manifest and checksum file.
+/// A snapshot as the snapshot step leaves it, named `vault-<time>`.
 fn write_snapshot(ws: &Path, time: DateTime<Utc>, bytes: u64) -> Artifact {
-    let a = Artifact::timestamped("vault", time);
-    let staging = tempfile::tempdir().unwrap();
-    let s = staging.path();
-    run_ok(
-        Command::new("head")
-            .args(["-c", &bytes.to_string(), "/dev/urandom"])
-            .stdout(std::fs::File::create(s.join("state.bin")).unwrap()),
-    );
-    std::fs::write(
-        s.join("meta.json"),
-        format!(r#"{{"Index":42,"Term":3,"Size":{bytes}}}"#),
-    )
-    .unwrap();
-    run_ok(
-        Command::new("sh")
-            .args([
-                "-c",
-                "sha256sum meta.json state.bin > SHA256SUMS && echo sealed > SHA256SUMS.sealed",
-            ])
-            .current_dir(s),
-    );
-    run_ok(
-        Command::new("tar")
-            .arg("-czf")
-            .arg(ws.join(a.snap_file()))
-            .arg("-C")
-            .arg(s)
-            .args(["meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed"]),
-    );
-    write_sidecars(ws, &a, time);
-    a
+    fixture::write_snapshot(ws, "vault", time, bytes)
 }
 
 /// A large snapshot file of random bytes (no tar: quicker to make), with its sidecars.
 fn write_big_snapshot(ws: &Path, time: DateTime<Utc>, bytes: u64) -> Artifact {
-    let a = Artifact::timestamped("vault", time);
-    run_ok(
-        Command::new("head")
-            .args(["-c", &bytes.to_string(), "/dev/urandom"])
-            .stdout(std::fs::File::create(ws.join(a.snap_file())).unwrap()),
-    );
-    write_sidecars(ws, &a, time);
-    a
-}
-
-fn write_sidecars(ws: &Path, a: &Artifact, time: DateTime<Utc>) {
-    let (sha256, bytes) = artifact::hash_file(&ws.join(a.snap_file())).unwrap();
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        name: a.name().to_owned(),
-        file: a.snap_file(),
-        bytes,
-        sha256,
-        created_at: time,
-        leader_address: "http://127.0.0.1:8200".into(),
-        server_version: None,
-        raft_index: 42,
-        raft_term: 3,
-        tool: "conformance".into(),
-        canary: None,
-        cluster_name: None,
-        cluster_id: None,
-        seal_type: None,
-        health: None,
-    };
-    artifact::write_sidecars(ws, a, &manifest).unwrap();
+    fixture::write_big_snapshot(ws, "vault", time, bytes)
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

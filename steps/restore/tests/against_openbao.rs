@@ -9,7 +9,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{CANARY, env, restore_bin, run, s};
+use common::{CANARY, drill_env, env, restore_bin, run, s};
 use vault_backup_common::artifact::{Artifact, Manifest};
 use vault_backup_testbed::check::{files, sha256sum_check};
 use vault_backup_testbed::openbao::{Cluster, Options, ScratchNode};
@@ -236,16 +236,13 @@ fn drill(
     let keys_file = scratch.path().join("unseal-keys");
     std::fs::write(&keys_file, keys).unwrap();
     let mut vars = s3_env(s3);
-    vars.extend(env(&[
-        ("RESTORE_MODE", "drill"),
-        ("VAULT_ADDR", node.addr()),
-        ("VAULT_TOKEN", source.root_token()),
-        ("SNAPSHOT_DIR", &s(scratch.path())),
-        ("RESULTS_DIR", &s(results.path())),
-        ("DRILL_UNSEAL_KEYS_FILE", &s(&keys_file)),
-        ("CANARY_PATH", CANARY),
-        ("RESTORE_TIMEOUT", "60s"),
-    ]));
+    vars.extend(drill_env(
+        node.addr(),
+        source.root_token(),
+        scratch.path(),
+        results.path(),
+        &keys_file,
+    ));
     let (code, stderr) = run(&restore_bin(), &vars);
     (code, stderr, node, results)
 }

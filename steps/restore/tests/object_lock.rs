@@ -10,7 +10,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{CANARY, env, restore_bin, run, s};
+use common::{drill_env, env, restore_bin, run, s};
 use vault_backup_testbed::openbao::{Cluster, Options, ScratchNode};
 use vault_backup_testbed::seaweed::SeaweedFs;
 
@@ -118,16 +118,13 @@ fn after_every_snapshot_is_deleted_the_drill_and_a_cluster_restore_use_the_objec
     let keys_file = keys_dir.path().join("unseal-keys");
     std::fs::write(&keys_file, format!("{}\n", source.unseal_key())).unwrap();
     let mut vars = s3_env(&s3);
-    vars.extend(env(&[
-        ("RESTORE_MODE", "drill"),
-        ("VAULT_ADDR", node.addr()),
-        ("VAULT_TOKEN", source.root_token()),
-        ("SNAPSHOT_DIR", &s(scratch.path())),
-        ("RESULTS_DIR", &s(results.path())),
-        ("DRILL_UNSEAL_KEYS_FILE", &s(&keys_file)),
-        ("CANARY_PATH", CANARY),
-        ("RESTORE_TIMEOUT", "60s"),
-    ]));
+    vars.extend(drill_env(
+        node.addr(),
+        source.root_token(),
+        scratch.path(),
+        results.path(),
+        &keys_file,
+    ));
     let (code, stderr) = run(&restore_bin(), &vars);
     assert_eq!(code, 0, "{stderr}\n{}", node.log());
     assert_eq!(result(results.path(), "restored-snapshot"), newest);
@@ -178,17 +175,14 @@ fn after_every_snapshot_is_deleted_the_drill_and_a_cluster_restore_use_the_objec
     let scratch = tempfile::tempdir().unwrap();
     let results = tempfile::tempdir().unwrap();
     let mut vars = s3_env(&s3);
-    vars.extend(env(&[
-        ("RESTORE_MODE", "drill"),
-        ("SNAPSHOT_NAME", &older),
-        ("VAULT_ADDR", node.addr()),
-        ("VAULT_TOKEN", source.root_token()),
-        ("SNAPSHOT_DIR", &s(scratch.path())),
-        ("RESULTS_DIR", &s(results.path())),
-        ("DRILL_UNSEAL_KEYS_FILE", &s(&keys_file)),
-        ("CANARY_PATH", CANARY),
-        ("RESTORE_TIMEOUT", "60s"),
-    ]));
+    vars.extend(drill_env(
+        node.addr(),
+        source.root_token(),
+        scratch.path(),
+        results.path(),
+        &keys_file,
+    ));
+    vars.insert("SNAPSHOT_NAME".into(), older.clone());
     let (code, stderr) = run(&restore_bin(), &vars);
     assert_eq!(code, 0, "{stderr}\n{}", node.log());
     assert_eq!(result(results.path(), "restored-snapshot"), older);

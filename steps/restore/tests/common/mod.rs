@@ -103,3 +103,25 @@ pub fn back_up(
     assert_eq!(code, 0, "snapshot-sync: {stderr}");
     Backup { name, snapshot_log }
 }
+
+/// A drill's environment (no store variables): into the scratch node at `addr`, logged in with
+/// `token`, fetching into `snapshot_dir`, results in `results_dir`, unsealing with the keys in
+/// `keys_file`, checking the canary at [`CANARY`], each phase within 60 s.
+pub fn drill_env(
+    addr: &str,
+    token: &str,
+    snapshot_dir: &Path,
+    results_dir: &Path,
+    keys_file: &Path,
+) -> BTreeMap<String, String> {
+    env(&[
+        ("RESTORE_MODE", "drill"),
+        ("VAULT_ADDR", addr),
+        ("VAULT_TOKEN", token),
+        ("SNAPSHOT_DIR", &s(snapshot_dir)),
+        ("RESULTS_DIR", &s(results_dir)),
+        ("DRILL_UNSEAL_KEYS_FILE", &s(keys_file)),
+        ("CANARY_PATH", CANARY),
+        ("RESTORE_TIMEOUT", "60s"),
+    ])
+}

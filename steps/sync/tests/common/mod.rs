@@ -29,78 +29,9 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// Writes a snapshot the way the snapshot step leaves it: a gzip'd tar (`meta.json`,
-/// `state.bin` of `bytes` random bytes, `SHA256SUMS`) as `<name>.snap`, then the manifest and
-/// the checksum file through the common crate. Hashing uses `sha256sum` (fast in debug builds).
-pub fn write_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: u64) -> Artifact {
-    let a = Artifact::timestamped(prefix, time);
-    let staging = tempfile::tempdir().unwrap();
-    let s = staging.path();
-    run_ok(
-        Command::new("head")
-            .args(["-c", &bytes.to_string(), "/dev/urandom"])
-            .stdout(std::fs::File::create(s.join("state.bin")).unwrap()),
-    );
-    std::fs::write(
-        s.join("meta.json"),
-        format!(r#"{{"Index":42,"Term":3,"Size":{bytes}}}"#),
-    )
-    .unwrap();
-    run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg("sha256sum meta.json state.bin > SHA256SUMS")
-            .current_dir(s),
-    );
-    let snap = dir.join(a.snap_file());
-    run_ok(Command::new("tar").arg("-czf").arg(&snap).args([
-        "-C",
-        &s.display().to_string(),
-        "meta.json",
-        "state.bin",
-        "SHA256SUMS",
-    ]));
-    write_sidecars(dir, &a, time, (42, 3));
-    a
-}
-
-/// A large snapshot file of `bytes` random bytes with its sidecars (no tar: quicker to make).
-pub fn write_big_snapshot(dir: &Path, prefix: &str, time: DateTime<Utc>, bytes: u64) -> Artifact {
-    let a = Artifact::timestamped(prefix, time);
-    let snap = dir.join(a.snap_file());
-    run_ok(
-        Command::new("head")
-            .args(["-c", &bytes.to_string(), "/dev/urandom"])
-            .stdout(std::fs::File::create(&snap).unwrap()),
-    );
-    write_sidecars(dir, &a, time, (1, 1));
-    a
-}
-
-/// Writes the manifest and checksum file for `dir/<a>.snap` through the common crate, as the
-/// snapshot step does; `raft` is the (index, term) the manifest records.
-fn write_sidecars(dir: &Path, a: &Artifact, time: DateTime<Utc>, raft: (u64, u64)) {
-    let (sha, size) = sha256sum(&dir.join(a.snap_file()));
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        name: a.name().to_owned(),
-        file: a.snap_file(),
-        bytes: size,
-        sha256: sha,
-        created_at: time,
-        leader_address: "http://127.0.0.1:8200".into(),
-        server_version: Some("2.7.2".into()),
-        raft_index: raft.0,
-        raft_term: raft.1,
-        tool: "sync-tests".into(),
-        canary: None,
-        cluster_name: None,
-        cluster_id: None,
-        seal_type: None,
-        health: None,
-    };
-    artifact::write_sidecars(dir, a, &manifest).unwrap();
-}
+// Each test binary uses its own part of these.
+#[allow(unused_imports)]
+pub use vault_backup_testbed::fixture::{write_big_snapshot, write_snapshot};
 
 /// `sha256sum FILE` → (hex, size).
 pub fn sha256sum(path: &Path) -> (String, u64) {
