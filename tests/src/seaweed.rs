@@ -208,30 +208,7 @@ impl SeaweedFs {
     /// If the listing fails.
     #[must_use]
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = self.aws(&[
-            "s3api",
-            "list-objects-v2",
-            "--bucket",
-            &self.bucket,
-            "--prefix",
-            prefix,
-            "--query",
-            "Contents[].Key",
-            "--output",
-            "text",
-        ]);
-        assert!(
-            out.status.success(),
-            "listing failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter(|k| *k != "None")
-            .map(str::to_owned)
-            .collect();
-        keys.sort();
-        keys
+        self.keys_in(&self.bucket, prefix)
     }
 
     /// The keys of multipart uploads started and neither completed nor aborted.

@@ -280,19 +280,7 @@ fn a_delete_refused_with_403_in_a_locked_bucket_is_retained_not_a_failure() {
         "vault",
         &[at(2026, 11, 20, 6), at(2026, 11, 21, 6)],
     );
-    let out = s3.aws(&[
-        "s3",
-        "cp",
-        "--recursive",
-        "--only-show-errors",
-        &s(seed.path()),
-        &format!("s3://{LOCKED}/{PREFIX_IN_BUCKET}/"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    seed_bucket_in(&s3, LOCKED, seed.path());
     let ws = tempfile::tempdir().unwrap();
     write_snapshot(ws.path(), "vault", at(2026, 11, 27, 6), 4096);
     let (proxy, denied) = deny_deletes_proxy(s3.port());
@@ -322,19 +310,7 @@ fn a_delete_refused_with_403_in_a_locked_bucket_is_retained_not_a_failure() {
     // failed, exit 1.
     let ws = tempfile::tempdir().unwrap();
     write_snapshot(ws.path(), "vault", at(2026, 11, 27, 7), 4096);
-    let out = s3.aws(&[
-        "s3",
-        "cp",
-        "--recursive",
-        "--only-show-errors",
-        &s(seed.path()),
-        &format!("s3://backups/{PREFIX_IN_BUCKET}/"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    seed_bucket_in(&s3, "backups", seed.path());
     env.insert("S3_BUCKET".into(), "backups".into());
     env.insert("SNAPSHOT_DIR".into(), s(ws.path()));
     let (code, stderr) = run_binary(&env);

@@ -189,19 +189,19 @@ pub fn stage_dated(dir: &Path, prefix: &str, times: &[DateTime<Utc>]) -> Vec<Art
 
 /// Copies every file of `dir` into the bucket under [`PREFIX_IN_BUCKET`] with one CLI call.
 pub fn seed_bucket(s3: &SeaweedFs, dir: &Path) {
-    let out = s3.aws(&[
+    seed_bucket_in(s3, s3.bucket(), dir);
+}
+
+/// Copies every file of `dir` into `bucket` under [`PREFIX_IN_BUCKET`] with one CLI call.
+pub fn seed_bucket_in(s3: &SeaweedFs, bucket: &str, dir: &Path) {
+    s3.aws_ok(&[
         "s3",
         "cp",
         "--recursive",
         "--only-show-errors",
         &s(dir),
-        &format!("s3://{}/{PREFIX_IN_BUCKET}/", s3.bucket()),
+        &format!("s3://{bucket}/{PREFIX_IN_BUCKET}/"),
     ]);
-    assert!(
-        out.status.success(),
-        "seeding the bucket failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Keys under [`PREFIX_IN_BUCKET`], without the prefix.
